@@ -1,0 +1,1 @@
+"""What a population means: Rashomon sets, multiplicity and flatness analysis (issue #3; not built yet)."""

@@ -1,0 +1,103 @@
+"""Model families as stacked, batched computations over a pack of models.
+
+A pack of M models with the same architecture is held as one tensor per layer with a leading
+model axis — weights ``(M, fan_in, fan_out)``, biases ``(M, 1, fan_out)`` — so one ``baddbmm`` runs
+a layer for every model at once, each on its own minibatch. Initialisation follows
+``torch.nn.Linear`` (uniform in ±1/sqrt(fan_in) for weights and biases), drawn per model from its
+``init`` seed so that a model's start does not depend on its pack-mates.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+
+import torch
+import torch.nn.functional as F
+
+from engine import _random
+
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "relu": torch.relu,
+    "tanh": torch.tanh,
+    "gelu": F.gelu,
+}
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Layer widths shared by every model of a pack; ``logistic`` is an MLP with no hidden layer."""
+
+    n_features: int
+    hidden: tuple[int, ...]
+    n_classes: int
+    activation: str = "relu"
+
+    @classmethod
+    def from_hparams(cls, hparams, n_features: int, n_classes: int) -> Architecture:
+        hidden = tuple(hparams["hidden"]) if hparams["family"] == "mlp" else ()
+        return cls(n_features, hidden, n_classes, hparams["activation"])
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        return (self.n_features, *self.hidden, self.n_classes)
+
+    @property
+    def n_parameters(self) -> int:
+        w = self.widths
+        return sum((a + 1) * b for a, b in pairwise(w))
+
+    def parameter_names(self) -> list[str]:
+        return [
+            f"layers.{i}.{kind}" for i in range(len(self.widths) - 1) for kind in ("weight", "bias")
+        ]
+
+
+def init_parameters(
+    arch: Architecture, init_seeds: Sequence[int], dtype: torch.dtype, device: torch.device
+) -> list[torch.Tensor]:
+    """Stacked initial parameters, ``[W0, b0, W1, b1, ...]``, one slice per model."""
+    widths = arch.widths
+    per_model = []
+    for seed in init_seeds:
+        gen = _random.generator(_random.INIT, seed)
+        tensors = []
+        for fan_in, fan_out in pairwise(widths):
+            bound = 1.0 / math.sqrt(fan_in)
+            weight = torch.rand(fan_in, fan_out, generator=gen, dtype=torch.float64)
+            bias = torch.rand(1, fan_out, generator=gen, dtype=torch.float64)
+            tensors += [(2 * weight - 1) * bound, (2 * bias - 1) * bound]
+        per_model.append(tensors)
+    return [
+        torch.stack([m[i] for m in per_model]).to(device=device, dtype=dtype).contiguous()
+        for i in range(len(per_model[0]))
+    ]
+
+
+def forward(
+    arch: Architecture,
+    params: Sequence[torch.Tensor],
+    inputs: torch.Tensor,
+    dropout_masks: Sequence[torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Logits ``(M, batch, classes)``.
+
+    ``inputs`` is ``(M, batch, features)`` (each model its own minibatch) or ``(batch, features)``
+    (the same examples for every model, as in evaluation). ``dropout_masks`` holds one already
+    scaled mask per hidden layer, ``(M, batch, width)``, or is None in eval mode.
+    """
+    activation = ACTIVATIONS[arch.activation]
+    n_layers = len(params) // 2
+    hidden = inputs
+    if hidden.dim() == 2:
+        hidden = hidden.expand(len(params[0]), *hidden.shape)
+    for layer in range(n_layers):
+        weight, bias = params[2 * layer], params[2 * layer + 1]
+        hidden = torch.baddbmm(bias, hidden, weight)
+        if layer < n_layers - 1:
+            hidden = activation(hidden)
+            if dropout_masks is not None:
+                hidden = hidden * dropout_masks[layer]
+    return hidden

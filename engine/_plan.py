@@ -1,0 +1,115 @@
+"""Group a job's models into packs: the unit of batched training, scheduling and output.
+
+Models that share every structural hyperparameter (architecture, batch size, epochs, optimizer
+kind, schedule) can train in one batched computation; per-model hyperparameters and seeds vary
+freely inside a pack. A pack's id is a hash of its model ids, so a pack's files can be named and
+rewritten idempotently, and a rerun that re-plans the same pending models finds the same ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from engine._trainer import ModelSpec, PackSettings
+
+# Measured on the reference workload (benchmarks/bench_training.py): on a CPU, packs beyond ~64
+# models spill the per-step working set out of cache and every model gets slower.
+CPU_PACK_CAP = 64
+GPU_PACK_CAP = 1024
+STEP_MEMORY_BUDGET = 16 * 2**20
+
+
+@dataclass(frozen=True)
+class PackModel:
+    model_id: str
+    spec: ModelSpec
+    hparams: dict
+    trial: int | None = None
+
+
+@dataclass(frozen=True)
+class Pack:
+    pack_id: str
+    settings: PackSettings
+    models: tuple[PackModel, ...]
+
+    def __len__(self) -> int:
+        return len(self.models)
+
+
+def pack_settings(hparams, train) -> PackSettings:
+    return PackSettings(
+        family=hparams["family"],
+        hidden=tuple(hparams["hidden"]) if hparams["family"] == "mlp" else (),
+        activation=hparams["activation"],
+        epochs=hparams["epochs"],
+        batch_size=hparams["batch_size"],
+        optimizer=hparams["optimizer"],
+        nesterov=bool(hparams["nesterov"]),
+        schedule=hparams["schedule"],
+        betas=tuple(train.betas),
+        eps=train.eps,
+        dtype=train.dtype,
+    )
+
+
+def pack_model(variant) -> PackModel:
+    h = variant.hparams
+    spec = ModelSpec(
+        init_seed=variant.init_seed,
+        order_seed=variant.order_seed,
+        data_seed=variant.data_seed,
+        lr=h["lr"],
+        momentum=h["momentum"],
+        weight_decay=h["weight_decay"],
+        dropout=h["dropout"],
+    )
+    return PackModel(variant.model_id, spec, dict(h), variant.trial)
+
+
+def pack_id(model_ids: Sequence[str]) -> str:
+    return hashlib.sha256(",".join(model_ids).encode()).hexdigest()[:16]
+
+
+def auto_pack_size(settings: PackSettings, n_features: int, n_classes: int, on_gpu: bool) -> int:
+    """The largest pack whose per-step activations stay within a cache-sized budget."""
+    if on_gpu:
+        return GPU_PACK_CAP
+    width = n_features + n_classes + 3 * sum(settings.hidden)
+    bytes_per_model = settings.batch_size * width * (8 if settings.dtype == "float64" else 4)
+    return max(1, min(CPU_PACK_CAP, STEP_MEMORY_BUDGET // bytes_per_model))
+
+
+def plan_packs(
+    variants: Iterable,
+    train,
+    models_per_pack: int | str,
+    n_features: int,
+    n_classes: int,
+    n_workers: int = 1,
+    on_gpu: bool = False,
+) -> list[Pack]:
+    """Packs in the order their first model appears in the job.
+
+    With ``auto``, a group of models is also split finely enough that every worker gets a pack;
+    equal-sized packs keep the tail of a run from waiting on one large pack.
+    """
+    groups: dict[PackSettings, list[PackModel]] = {}
+    for variant in variants:
+        groups.setdefault(pack_settings(variant.hparams, train), []).append(pack_model(variant))
+    packs = []
+    for settings, members in groups.items():
+        if models_per_pack == "auto":
+            cap = auto_pack_size(settings, n_features, n_classes, on_gpu)
+            cap = min(cap, math.ceil(len(members) / max(n_workers, 1)))
+        else:
+            cap = int(models_per_pack)
+        n_packs = math.ceil(len(members) / cap)
+        size = math.ceil(len(members) / n_packs)
+        for start in range(0, len(members), size):
+            chunk = tuple(members[start : start + size])
+            packs.append(Pack(pack_id([m.model_id for m in chunk]), settings, chunk))
+    return packs

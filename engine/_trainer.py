@@ -1,0 +1,249 @@
+"""Train a pack of models in one batched computation.
+
+A pack is a set of models that share their architecture, batch size, epochs, optimizer kind and
+schedule; everything else — init, order and data seeds, learning rate, momentum, weight decay,
+dropout — is per model. Each step gathers every model's own minibatch into one ``(M, batch,
+features)`` tensor, runs all models with batched matmuls and back-propagates the sum of their
+losses, whose gradient with respect to each model's parameters is that model's own gradient.
+Nothing in a step mixes models, so a model's result does not depend on its pack-mates: in float64
+it matches the model trained alone, and a model that diverges is frozen without touching the rest.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from engine import _random
+from engine._families import Architecture, forward, init_parameters
+from engine._optim import BatchedOptimizer
+
+SPLITS = ("train", "val", "test")
+PER_MODEL_HPARAMS = ("lr", "momentum", "weight_decay", "dropout")
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The prepared dataset as tensors on the trainer's device, shared by every pack."""
+
+    features: torch.Tensor  # (N, d)
+    labels: torch.Tensor  # (N,) int64
+    split_indices: Mapping[str, torch.Tensor]  # split -> sorted row indices
+    n_classes: int
+
+    @classmethod
+    def from_arrays(
+        cls,
+        features: np.ndarray,
+        labels: np.ndarray,
+        split: np.ndarray,
+        n_classes: int,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ) -> TrainingData:
+        indices = {name: np.flatnonzero(split == code) for code, name in enumerate(SPLITS)}
+        return cls(
+            features=torch.as_tensor(np.array(features), dtype=dtype, device=device),
+            labels=torch.as_tensor(np.array(labels), dtype=torch.int64, device=device),
+            split_indices={k: torch.as_tensor(v, device=device) for k, v in indices.items()},
+            n_classes=n_classes,
+        )
+
+
+@dataclass(frozen=True)
+class PackSettings:
+    """What every model of a pack shares (the structural hyperparameters and job settings)."""
+
+    family: str
+    hidden: tuple[int, ...]
+    activation: str
+    epochs: int
+    batch_size: int
+    optimizer: str
+    nesterov: bool
+    schedule: str
+    betas: tuple[float, float]
+    eps: float
+    dtype: str
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of a pack: its seeds and per-model hyperparameters."""
+
+    init_seed: int
+    order_seed: int
+    data_seed: int
+    lr: float
+    momentum: float
+    weight_decay: float
+    dropout: float
+
+
+@dataclass
+class PackResult:
+    status: list[str]  # "ok" | "diverged", per model
+    metrics: dict[str, np.ndarray]  # "{split}_loss", "{split}_acc" -> (M,) float64
+    probabilities: dict[str, np.ndarray]  # split -> (M, n_split, C) float32
+    parameters: dict[str, torch.Tensor]  # final stacked parameters, on CPU
+    initial_parameters: dict[str, torch.Tensor]
+    seconds: float
+
+
+def train_pack(
+    settings: PackSettings,
+    models: Sequence[ModelSpec],
+    data: TrainingData,
+    prediction_splits: Sequence[str] = ("val", "test"),
+) -> PackResult:
+    """Train every model of the pack and evaluate it on all three splits."""
+    start = time.perf_counter()
+    device, dtype = data.features.device, DTYPES[settings.dtype]
+    arch = Architecture(
+        data.features.shape[1],
+        settings.hidden if settings.family == "mlp" else (),
+        data.n_classes,
+        settings.activation,
+    )
+    params = init_parameters(arch, [m.init_seed for m in models], dtype, device)
+    initial = [p.detach().clone() for p in params]
+    per_model = {
+        name: torch.tensor([getattr(m, name) for m in models], dtype=dtype, device=device)
+        for name in PER_MODEL_HPARAMS
+    }
+    optimizer = BatchedOptimizer(
+        params,
+        settings.optimizer,
+        lr=per_model["lr"],
+        weight_decay=per_model["weight_decay"],
+        momentum=per_model["momentum"],
+        nesterov=settings.nesterov,
+        betas=settings.betas,
+        eps=settings.eps,
+    )
+    alive = _fit(settings, arch, models, data, params, optimizer, per_model["dropout"])
+    metrics, probabilities = _evaluate(arch, params, data, prediction_splits)
+    names = arch.parameter_names()
+    return PackResult(
+        status=["ok" if a else "diverged" for a in alive.tolist()],
+        metrics=metrics,
+        probabilities=probabilities,
+        parameters={n: p.detach().cpu() for n, p in zip(names, params, strict=True)},
+        initial_parameters={n: p.cpu() for n, p in zip(names, initial, strict=True)},
+        seconds=time.perf_counter() - start,
+    )
+
+
+def training_rows(models: Sequence[ModelSpec], train_indices: torch.Tensor) -> torch.Tensor:
+    """Each model's training sample ``(M, n_train)``: the whole split for data seed 0, else a
+    bootstrap resample of the same size drawn from the model's data seed."""
+    n_train = len(train_indices)
+    rows = []
+    for m in models:
+        if m.data_seed == 0:
+            rows.append(train_indices.cpu())
+        else:
+            gen = _random.generator(_random.DATA, m.data_seed)
+            rows.append(train_indices.cpu()[torch.randint(n_train, (n_train,), generator=gen)])
+    return torch.stack(rows).to(train_indices.device)
+
+
+def _epoch_order(models: Sequence[ModelSpec], n_train: int, epoch: int) -> torch.Tensor:
+    return torch.stack(
+        [
+            torch.randperm(n_train, generator=_random.generator(_random.ORDER, m.order_seed, epoch))
+            for m in models
+        ]
+    )
+
+
+def _lr_factor(schedule: str, step: int, total_steps: int) -> float:
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
+    return 1.0
+
+
+def _dropout_masks(arch, models, generators, dropout, batch, dtype, device):
+    """One scaled mask per hidden layer, drawn from each model's own order-seeded stream."""
+    keep = (1.0 - dropout).view(-1, 1, 1)
+    masks = []
+    for width in arch.hidden:
+        uniform = torch.stack([torch.rand(batch, width, generator=g) for g in generators])
+        uniform = uniform.to(device=device, dtype=dtype)
+        masks.append((uniform < keep).to(dtype) / keep)
+    return masks
+
+
+def _fit(settings, arch, models, data, params, optimizer, dropout) -> torch.Tensor:
+    device, dtype = data.features.device, data.features.dtype
+    rows = training_rows(models, data.split_indices["train"])
+    n_models, n_train = rows.shape
+    batch = settings.batch_size
+    steps_per_epoch = math.ceil(n_train / batch)
+    total_steps = settings.epochs * steps_per_epoch
+    use_dropout = bool((dropout > 0).any()) and bool(arch.hidden)
+    dropout_generators = [_random.generator(_random.DROPOUT, m.order_seed) for m in models]
+    alive = torch.ones(n_models, dtype=torch.bool, device=device)
+    for p in params:
+        p.requires_grad_(True)
+    step = 0
+    for epoch in range(settings.epochs):
+        order = torch.gather(rows, 1, _epoch_order(models, n_train, epoch).to(device))
+        for start in range(0, n_train, batch):
+            batch_rows = order[:, start : start + batch]
+            inputs = data.features.index_select(0, batch_rows.reshape(-1))
+            inputs = inputs.view(n_models, -1, arch.n_features)
+            targets = data.labels.index_select(0, batch_rows.reshape(-1))
+            masks = None
+            if use_dropout:
+                masks = _dropout_masks(
+                    arch, models, dropout_generators, dropout, inputs.shape[1], dtype, device
+                )
+            logits = forward(arch, params, inputs, masks)
+            losses = (
+                F.cross_entropy(logits.reshape(-1, arch.n_classes), targets, reduction="none")
+                .view(n_models, -1)
+                .mean(dim=1)
+            )
+            grads = torch.autograd.grad(losses.sum(), params)
+            alive &= torch.isfinite(losses)
+            with torch.no_grad():
+                optimizer.step(
+                    params, grads, _lr_factor(settings.schedule, step, total_steps), alive
+                )
+            step += 1
+    for p in params:
+        p.requires_grad_(False)
+    return alive
+
+
+@torch.no_grad()
+def _evaluate(arch, params, data, prediction_splits, chunk: int = 1024):
+    metrics: dict[str, np.ndarray] = {}
+    probabilities: dict[str, np.ndarray] = {}
+    for split in SPLITS:
+        indices = data.split_indices[split]
+        losses, correct, probs = [], [], []
+        for start in range(0, len(indices), chunk):
+            rows = indices[start : start + chunk]
+            logits = forward(arch, params, data.features[rows])
+            log_probs = torch.log_softmax(logits, dim=-1)
+            labels = data.labels[rows]
+            picked = log_probs.gather(-1, labels.view(1, -1, 1).expand(len(params[0]), -1, 1))
+            losses.append(-picked.squeeze(-1).sum(dim=1))
+            correct.append((logits.argmax(dim=-1) == labels).sum(dim=1))
+            if split in prediction_splits:
+                probs.append(log_probs.exp().to(torch.float32).cpu())
+        n = max(len(indices), 1)
+        metrics[f"{split}_loss"] = (torch.stack(losses).sum(0).double() / n).cpu().numpy()
+        metrics[f"{split}_acc"] = (torch.stack(correct).sum(0).double() / n).cpu().numpy()
+        if split in prediction_splits:
+            probabilities[split] = torch.cat(probs, dim=1).numpy()
+    return metrics, probabilities

@@ -1,0 +1,105 @@
+"""The ``rashomon`` command line (SPEC §3).
+
+A mistake the user can fix (``UserError``) ends with one line on stderr and exit status 2 and no
+traceback; any other exception is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from jobs import UserError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.command(args)
+    except UserError as error:
+        print(f"rashomon: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("rashomon: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rashomon",
+        description="Train populations of models on Ray and measure how much equally good "
+        "models disagree.",
+    )
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="train every model of a job (resumes a stopped run)")
+    run.add_argument("job", type=Path, help="the job YAML")
+    run.add_argument("--out", type=Path, help="results folder (default results/<job name>)")
+    run.add_argument(
+        "--address",
+        help="Ray cluster to join: auto or HOST:PORT (default: "
+        "RAY_ADDRESS, else an embedded local Ray)",
+    )
+    run.add_argument("--dry-run", action="store_true", help="print the plan, train nothing")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.set_defaults(command=_run)
+
+    status = commands.add_parser("status", help="done / pending / failed models of a run")
+    status.add_argument("dir", type=Path)
+    status.set_defaults(command=_status)
+
+    datasets = commands.add_parser("datasets", help="the built-in datasets")
+    datasets.set_defaults(command=_datasets)
+    return parser
+
+
+def _run(args) -> int:
+    from jobs import load_job
+
+    job = load_job(args.job)
+    out = args.out or Path("results") / job.name
+    if args.dry_run:
+        from engine._dry_run import describe_plan
+
+        print(describe_plan(job, out))
+        return 0
+    from engine._driver import run_job
+
+    summary = run_job(job, out, address=args.address, show_progress=not args.quiet)
+    print(summary.line())
+    return 1 if summary.failed else 0
+
+
+def _status(args) -> int:
+    from engine._status import describe_status
+
+    text, failed = describe_status(args.dir)
+    print(text)
+    return 1 if failed else 0
+
+
+def _datasets(args) -> int:
+    from jobs import builtin_datasets
+
+    rows = [("name", "rows", "features", "classes", "target", "groups", "description")]
+    for d in builtin_datasets():
+        groups = ",".join(d.groups) or "-"
+        rows.append((d.name, d.rows, d.features, d.classes, d.target, groups, d.description))
+    print(_table(rows))
+    return 0
+
+
+def _table(rows) -> str:
+    rows = [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1]
+        for row in rows
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

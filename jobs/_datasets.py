@@ -1,0 +1,616 @@
+"""Datasets: the built-ins, reading a user's file, the one fixed split, and preprocessing.
+
+A population of thousands of models must all see exactly the same examples, split and encoding,
+or their disagreements would measure our preprocessing instead of the learning problem. So
+:func:`prepare_dataset` is a pure function of its inputs (file bytes, column choices, split
+fractions and seed): the same job always yields bit-identical arrays, and the fingerprint changes
+when the file does.
+
+Sources
+    ``dataset.source`` is a built-in name (``adult``, ``breast_cancer``, ``compas``, ``digits``,
+    ``wine``; case-sensitive, shipped as Parquet in ``jobs/data/``) or a path to a ``.csv``,
+    ``.csv.gz`` or ``.parquet`` file; a relative path is resolved against the job file's folder.
+    CSV files are read with pandas' defaults: a header row, comma separated, UTF-8, and empty
+    cells (or ``NA``, ``NaN``, ``null`` ...) are missing values. ``example_id`` is the row's
+    position in the file (0 … N−1).
+
+Labels
+    Any dtype. The classes are the distinct label values, sorted numerically when the column is
+    numeric (0, 1 or 3, 5, 10) and as strings otherwise; label k is ``classes[k]``. Integer-valued
+    float labels are shown without ".0". A row with a missing label is an error, never silently
+    dropped, and so is a label column with a single class.
+
+Split
+    One fixed split, stratified by label. With one ``numpy.random.default_rng(seed)``, the classes
+    are visited in sorted order; each class's row indices are permuted, the first
+    round(n_c·test) go to test, the next round(n_c·val) to val and the rest to train ("round"
+    rounds halves up). The split depends only on the labels, the two fractions and the seed.
+    Every split must be non-empty and train must hold every class, else the job is refused.
+
+Features (all statistics fitted on the training split only, then applied to every row)
+    * Every column except the target and ``dataset.exclude`` is a feature; ``dataset.groups``
+      columns stay features unless they are also excluded (exclude them to keep a sensitive
+      attribute out of the model while still analysing by it).
+    * Columns pandas reads as numbers (including 0/1 and other integer columns with few values)
+      are numeric: standardised with the train mean and population standard deviation (ddof 0).
+      Infinite values are an error.
+    * A numeric column with a missing value anywhere in the file gets its missing cells imputed
+      with the train mean (0 after standardising) and a ``<col>__missing`` indicator column
+      (1.0 where missing, 0.0 elsewhere, not standardised) right after it.
+    * String, object, category and bool columns are categorical: one-hot with one column
+      ``<col>=<value>`` per value seen in train, sorted as strings; a missing value is its own
+      value ``missing`` (a literal string "missing" shares it). A value never seen in train
+      encodes as all zeros. A column with more than 1,000 distinct train values (an id or free
+      text) is refused: exclude it.
+    * Any encoded column that is constant on the training split is dropped (a numeric column with
+      one train value, a categorical column with one train category, an indicator with no - or
+      only - missing train cells). Such a column carries no signal to learn from, and the weight
+      it would get stays at its random initial value, which would inject init-seed noise into
+      val/test predictions and inflate the measured multiplicity.
+    * Encoded columns keep the file's column order. The result is a C-contiguous float32 array.
+
+Groups
+    ``dataset.groups`` columns are also returned raw as strings (missing → ``"missing"``), for
+    per-subgroup multiplicity.
+
+Fingerprint
+    sha256 of the source file's bytes followed by :data:`PREPROCESSING_VERSION`, so a changed file
+    or a changed preprocessing is detected; the column choices and split parameters are part of
+    the job and are hashed with it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import io
+import math
+import numbers
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from jobs._errors import UserError
+
+#: Bumped whenever the preprocessing changes the arrays it produces, so stale caches are noticed.
+PREPROCESSING_VERSION = "rashomon-preprocessing-1"
+
+#: Where the built-in Parquet files live (shipped as package data).
+DATA_DIR = Path(__file__).resolve().parent / "data"
+
+#: Split names in the order of their codes in :attr:`PreparedDataset.split`.
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+#: A categorical column with more distinct train values than this is almost surely an id.
+MAX_CATEGORIES = 1000
+
+#: Value that stands for a missing cell in categorical features and in groups.
+MISSING = "missing"
+
+_EXTENSIONS = (".csv.gz", ".csv", ".parquet")
+
+
+@dataclass(frozen=True)
+class _Builtin:
+    target: str
+    groups: tuple[str, ...]
+    description: str
+
+
+_BUILTINS: dict[str, _Builtin] = {
+    "adult": _Builtin(
+        "income",
+        ("sex", "race"),
+        "UCI Adult / Census Income (train+test): income >50K; has missing values",
+    ),
+    "breast_cancer": _Builtin(
+        "target",
+        (),
+        "UCI Breast Cancer Wisconsin (Diagnostic): 0 = malignant, 1 = benign",
+    ),
+    "compas": _Builtin(
+        "two_year_recid",
+        ("race", "sex", "age_cat"),
+        "ProPublica COMPAS: two-year recidivism, filtered as in ProPublica's analysis",
+    ),
+    "digits": _Builtin(
+        "target",
+        (),
+        "UCI optical handwritten digits: 8x8 images, digit 0-9",
+    ),
+    "wine": _Builtin(
+        "target",
+        (),
+        "UCI Wine: cultivar (0, 1, 2) from 13 chemical measurements",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """One built-in dataset as ``rashomon datasets`` lists it.
+
+    ``features`` counts the raw feature columns of the file (everything but the target), before
+    one-hot encoding; ``groups`` are the sensitive attributes suggested for ``dataset.groups``.
+    """
+
+    name: str
+    rows: int
+    features: int
+    classes: int
+    target: str
+    groups: tuple[str, ...]
+    description: str
+
+
+def builtin_datasets() -> list[DatasetInfo]:
+    """The built-in datasets, by name, with sizes read from the shipped files.
+
+    Sizes come from the files rather than from constants so the listing can never disagree with
+    what a job would train on.
+    """
+    import pyarrow.parquet as pq
+
+    infos = []
+    for name, spec in _BUILTINS.items():
+        path = _builtin_path(name)
+        meta = pq.ParquetFile(path).metadata
+        labels = pd.read_parquet(path, columns=[spec.target])[spec.target]
+        infos.append(
+            DatasetInfo(
+                name=name,
+                rows=meta.num_rows,
+                features=meta.num_columns - 1,
+                classes=int(labels.nunique()),
+                target=spec.target,
+                groups=spec.groups,
+                description=spec.description,
+            )
+        )
+    return infos
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class PreparedDataset:
+    """A dataset ready for training: encoded features, labels and the fixed split.
+
+    The arrays are shared by every model of a population (and by Ray's object store), so treat
+    them as read-only.
+    """
+
+    name: str
+    features: np.ndarray  # float32 (N, d), C-contiguous, encoded and standardised
+    labels: np.ndarray  # int64 (N,), 0 … C−1
+    split: np.ndarray  # int8 (N,): 0 train, 1 val, 2 test
+    example_ids: np.ndarray  # int64 (N,): row position in the source file
+    feature_names: tuple[str, ...]
+    classes: tuple[str, ...]  # label k is classes[k]
+    groups: pd.DataFrame  # raw `groups` columns as strings, index 0 … N−1
+    fingerprint: str  # sha256 of the file bytes + PREPROCESSING_VERSION
+
+    def indices(self, split: str) -> np.ndarray:
+        """Sorted int64 row indices of one split ("train", "val" or "test")."""
+        if split not in SPLITS:
+            raise UserError(f"split {split!r} is not one of {', '.join(SPLITS)}; use one of those")
+        return np.flatnonzero(self.split == SPLITS.index(split)).astype(np.int64)
+
+    @property
+    def n_classes(self) -> int:
+        """Number of classes C (the width of every model's output)."""
+        return len(self.classes)
+
+    @property
+    def n_features(self) -> int:
+        """Number of encoded feature columns d (the width of every model's input)."""
+        return int(self.features.shape[1])
+
+    @property
+    def n_examples(self) -> int:
+        """Number of rows N over all splits."""
+        return int(self.labels.shape[0])
+
+    def __repr__(self) -> str:
+        counts = np.bincount(self.split, minlength=len(SPLITS))
+        sizes = ", ".join(f"{s}={int(c)}" for s, c in zip(SPLITS, counts, strict=True))
+        return (
+            f"PreparedDataset(name={self.name!r}, examples={self.n_examples}, "
+            f"features={self.n_features}, classes={self.n_classes}, {sizes}, "
+            f"groups={list(self.groups.columns)}, fingerprint={self.fingerprint[:12]}…)"
+        )
+
+
+def prepare_dataset(
+    source: str,
+    target: str | None,
+    groups: Sequence[str],
+    exclude: Sequence[str],
+    val: float,
+    test: float,
+    seed: int,
+    base_dir: Path | None = None,
+) -> PreparedDataset:
+    """Load ``source``, split it and encode it, exactly as the module docstring describes.
+
+    Raises :class:`UserError` with the YAML key, file or column and the fix for every mistake a
+    user can make (unknown built-in, missing file or column, unreadable file, impossible split).
+    """
+    _check_split_parameters(val, test, seed)
+    name, path, target, where = _resolve_source(source, target, base_dir)
+
+    raw = path.read_bytes()
+    hasher = hashlib.sha256(raw)
+    hasher.update(b"\0" + PREPROCESSING_VERSION.encode())
+    fingerprint = hasher.hexdigest()
+    frame = _read_table(raw, path, where)
+
+    columns = list(frame.columns)
+    if target not in columns:
+        raise UserError(
+            f"dataset.target: column {target!r} is not in {where}{_hint(target, columns)}; "
+            "set dataset.target to the label column"
+        )
+    group_columns = list(dict.fromkeys(groups))
+    excluded = set(exclude)
+    for key, names in (("dataset.groups", group_columns), ("dataset.exclude", sorted(excluded))):
+        for col in names:
+            if col not in columns:
+                raise UserError(
+                    f"{key}: column {col!r} is not in {where}{_hint(col, columns)}; "
+                    f"remove it from {key} or fix its name"
+                )
+    if target in group_columns:
+        raise UserError(
+            f"dataset.groups: {target!r} is the target column of {where}; "
+            "remove it from dataset.groups (groups are attributes of the examples, not labels)"
+        )
+
+    labels, classes = _encode_labels(frame[target], target, where)
+    split = _make_split(labels, classes, val, test, seed, where)
+
+    feature_columns = [c for c in columns if c != target and c not in excluded]
+    if not feature_columns:
+        raise UserError(
+            f"dataset.exclude: no feature columns of {where} are left besides the target "
+            f"{target!r}; exclude fewer columns"
+        )
+    features, feature_names = _encode_features(frame, feature_columns, split == 0, where)
+
+    group_frame = pd.DataFrame(
+        {g: _as_strings(frame[g]) for g in group_columns}, index=pd.RangeIndex(len(frame))
+    )
+    return PreparedDataset(
+        name=name,
+        features=features,
+        labels=labels,
+        split=split,
+        example_ids=np.arange(len(frame), dtype=np.int64),
+        feature_names=feature_names,
+        classes=classes,
+        groups=group_frame,
+        fingerprint=fingerprint,
+    )
+
+
+# --- sources -------------------------------------------------------------------------------------
+
+
+def _builtin_path(name: str) -> Path:
+    return DATA_DIR / f"{name}.parquet"
+
+
+def _resolve_source(
+    source: str, target: str | None, base_dir: Path | None
+) -> tuple[str, Path, str, str]:
+    """(name, file, target column, description for messages) of a built-in name or a path."""
+    if not isinstance(source, str) or not source.strip():
+        raise UserError(
+            "dataset.source: give a built-in name "
+            f"({', '.join(_BUILTINS)}) or a path to a .csv, .csv.gz or .parquet file"
+        )
+    if source in _BUILTINS:
+        spec = _BUILTINS[source]
+        if target is not None and target != spec.target:
+            raise UserError(
+                f"dataset.target: the built-in dataset {source!r} predicts {spec.target!r}, "
+                f"not {target!r}; remove dataset.target or set it to {spec.target!r}"
+            )
+        path = _builtin_path(source)
+        if not path.is_file():
+            raise UserError(
+                f"dataset.source: the built-in file {path} is missing from this installation; "
+                "reinstall rashomon or run tools/build_datasets.py"
+            )
+        return source, path, spec.target, f"built-in dataset {source!r}"
+
+    looks_like_path = any(ch in source for ch in "/\\~") or "." in Path(source).name
+    if not looks_like_path:
+        close = [n for n in _BUILTINS if n.lower() == source.lower()]
+        close += [n for n in difflib.get_close_matches(source.lower(), _BUILTINS) if n not in close]
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UserError(
+            f"dataset.source: {source!r} is not a built-in dataset{hint}; use one of "
+            f"{', '.join(_BUILTINS)}, or a path to a .csv, .csv.gz or .parquet file"
+        )
+
+    path = Path(source).expanduser()
+    if not path.is_absolute() and base_dir is not None:
+        path = Path(base_dir) / path
+    lower = path.name.lower()
+    if not lower.endswith(_EXTENSIONS):
+        raise UserError(
+            f"dataset.source: {source!r} has an unsupported extension; "
+            "convert it to .csv, .csv.gz or .parquet"
+        )
+    if not path.is_file():
+        what = "is a directory, not a file" if path.is_dir() else "does not exist"
+        shown = str(path) if path.is_absolute() else f"{path} ({path.absolute()})"
+        raise UserError(
+            f"dataset.source: {shown} {what}; fix the path (relative paths are resolved "
+            "against the job file's folder)"
+        )
+    if target is None:
+        raise UserError(
+            f"dataset.target: required when dataset.source is a file ({path}); "
+            "set it to the name of the label column"
+        )
+    name = next(path.name[: -len(ext)] for ext in _EXTENSIONS if lower.endswith(ext))
+    return name, path, target, str(path)
+
+
+def _read_table(raw: bytes, path: Path, where: str) -> pd.DataFrame:
+    """Parse the file's bytes (the same bytes that were fingerprinted) into a DataFrame."""
+    lower = path.name.lower()
+    kind = "Parquet" if lower.endswith(".parquet") else "CSV"
+    try:
+        if kind == "Parquet":
+            frame = pd.read_parquet(io.BytesIO(raw))
+        else:
+            compression = "gzip" if lower.endswith(".gz") else None
+            frame = pd.read_csv(io.BytesIO(raw), compression=compression, low_memory=False)
+    except Exception as exc:  # any parser failure is the file's fault, not ours
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise UserError(
+            f"dataset.source: cannot read {where} as {kind} ({type(exc).__name__}: {detail}); "
+            f"check that it is a valid {kind} file"
+            + (" with a header row, comma separated and UTF-8" if kind == "CSV" else "")
+        ) from None
+    frame.columns = [str(c) for c in frame.columns]
+    duplicated = sorted(set(frame.columns[frame.columns.duplicated()]))
+    if duplicated:
+        raise UserError(
+            f"dataset.source: {where} has duplicate column names {duplicated}; rename them"
+        )
+    if len(frame) == 0:
+        raise UserError(f"dataset.source: {where} has no rows; give a file with data rows")
+    return frame.reset_index(drop=True)
+
+
+def _hint(name: str, columns: Sequence[str]) -> str:
+    """'; did you mean …? Columns: …' so a typo is fixed without opening the file."""
+    by_lower = {c.lower(): c for c in columns}
+    close = [by_lower[name.lower()]] if name.lower() in by_lower else []
+    close += [c for c in difflib.get_close_matches(name, columns, n=3) if c not in close]
+    shown = ", ".join(columns[:12]) + (f", … ({len(columns)} in all)" if len(columns) > 12 else "")
+    did_you_mean = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"{did_you_mean}; its columns are: {shown}"
+
+
+# --- labels and split ----------------------------------------------------------------------------
+
+
+def _encode_labels(
+    series: pd.Series, column: str, where: str
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Integer labels 0 … C−1 and the sorted original values as strings."""
+    n_missing = int(series.isna().sum())
+    if n_missing:
+        raise UserError(
+            f"dataset.target: {n_missing} rows of {where} have no value in the target column "
+            f"{column!r}; fill them in or remove those rows"
+        )
+    dtype = series.dtype
+    if pd.api.types.is_bool_dtype(dtype):
+        values = series.to_numpy(dtype=bool)
+    elif pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_complex_dtype(dtype):
+        values = series.to_numpy(dtype=np.float64)
+        if np.all(values == np.round(values)) and np.all(np.abs(values) < 2**53):
+            values = values.astype(np.int64)
+    else:
+        codes, names = _factorize_strings(series)
+        present = np.bincount(codes, minlength=names.size) > 0  # drop the unused "missing"
+        remap = np.cumsum(present) - 1
+        return _checked_labels(remap[codes], tuple(str(v) for v in names[present]), column, where)
+    uniques, codes = np.unique(values, return_inverse=True)
+    classes = tuple(str(v.item()) for v in uniques)
+    return _checked_labels(codes.reshape(-1), classes, column, where)
+
+
+def _checked_labels(
+    codes: np.ndarray, classes: tuple[str, ...], column: str, where: str
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    if len(classes) < 2:
+        raise UserError(
+            f"dataset.target: column {column!r} of {where} has only one class "
+            f"({classes[0]!r}); choose a label column with at least two classes"
+        )
+    return codes.astype(np.int64), classes
+
+
+def _round_half_up(x: float) -> int:
+    return math.floor(x + 0.5)
+
+
+def _check_split_parameters(val: float, test: float, seed: int) -> None:
+    for key, frac in (("val", val), ("test", test)):
+        if (
+            isinstance(frac, bool)
+            or not isinstance(frac, numbers.Real)
+            or not math.isfinite(frac)
+            or not 0 < frac < 1
+        ):
+            raise UserError(
+                f"dataset.split.{key}: {frac!r} is not a fraction between 0 and 1 (exclusive); "
+                "use e.g. 0.2"
+            )
+    if val + test >= 1:
+        raise UserError(
+            f"dataset.split: val={val} + test={test} leaves nothing for training; "
+            "make val + test smaller than 1"
+        )
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise UserError(f"dataset.split.seed: {seed!r} is not a non-negative integer; use e.g. 0")
+
+
+def _make_split(
+    labels: np.ndarray, classes: tuple[str, ...], val: float, test: float, seed: int, where: str
+) -> np.ndarray:
+    """The one stratified split: per class (sorted), permute, take test, then val, rest train."""
+    rng = np.random.default_rng(seed)
+    split = np.zeros(labels.shape[0], dtype=np.int8)
+    for k, name in enumerate(classes):  # a loop over classes, not rows
+        rows = rng.permutation(np.flatnonzero(labels == k))
+        n_test = _round_half_up(rows.size * test)
+        n_val = _round_half_up(rows.size * val)
+        if n_test + n_val >= rows.size:
+            raise UserError(
+                f"dataset.split: class {name!r} of {where} has only {rows.size} rows, and "
+                f"val={val}, test={test} leave none of them for training; add rows of that "
+                "class or lower val/test"
+            )
+        split[rows[:n_test]] = 2
+        split[rows[n_test : n_test + n_val]] = 1
+    counts = np.bincount(split, minlength=3)
+    for code, key in ((1, "val"), (2, "test")):
+        if counts[code] == 0:
+            raise UserError(
+                f"dataset.split.{key}: {key}={val if code == 1 else test} gives an empty "
+                f"{key} split for the {labels.size} rows of {where}; raise it or add rows"
+            )
+    return split
+
+
+# --- features ------------------------------------------------------------------------------------
+
+
+def _factorize_strings(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, names): every row's value as a string, factorised; names sorted, missing → "missing".
+
+    Values are hashed once (pandas.factorize) and only the few distinct values are turned into
+    strings and sorted, which keeps a 50,000-row column well under a millisecond per step.
+    Integral floats read without ".0" (a group ``1.0`` is "1"), and values that print the same
+    share one name. Used for categorical features, groups and string labels alike, so a value
+    reads the same everywhere.
+    """
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    distinct = pd.Series(uniques)
+    dtype = distinct.dtype
+    if isinstance(dtype, pd.CategoricalDtype):
+        dtype = dtype.categories.dtype
+        distinct = distinct.astype(dtype)
+    if pd.api.types.is_float_dtype(dtype):
+        floats = distinct.to_numpy(dtype=np.float64)
+        if np.all(floats == np.round(floats)) and np.all(np.abs(floats) < 2**53):
+            distinct = pd.Series(floats.astype(np.int64))
+    strings = np.append(distinct.astype(str).to_numpy(dtype=object), MISSING)
+    names, inverse = np.unique(strings, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    codes = np.where(codes < 0, strings.size - 1, codes)
+    return inverse[codes].astype(np.int64), names
+
+
+def _as_strings(series: pd.Series) -> np.ndarray:
+    """The column's values as Python strings (object array), missing → "missing"."""
+    codes, names = _factorize_strings(series)
+    return names[codes]
+
+
+def _column_kind(series: pd.Series, column: str, where: str) -> str:
+    dtype = series.dtype
+    if (
+        pd.api.types.is_bool_dtype(dtype)
+        or isinstance(dtype, pd.CategoricalDtype)
+        or pd.api.types.is_string_dtype(dtype)
+        or pd.api.types.is_object_dtype(dtype)
+    ):
+        return "categorical"
+    if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_complex_dtype(dtype):
+        return "numeric"
+    raise UserError(
+        f"dataset.exclude: column {column!r} of {where} has type {dtype}, which cannot be "
+        "encoded; convert it to numbers or strings, or list it in dataset.exclude"
+    )
+
+
+def _encode_features(
+    frame: pd.DataFrame, columns: Sequence[str], train: np.ndarray, where: str
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Encode the feature columns with train-only statistics; drop columns constant on train."""
+    n = len(frame)
+    blocks: list[np.ndarray] = []
+    names: list[str] = []
+    for col in columns:  # a loop over columns; every step inside is vectorised over rows
+        series = frame[col]
+        if _column_kind(series, col, where) == "numeric":
+            x = series.to_numpy(dtype=np.float64, na_value=np.nan)
+            missing = np.isnan(x)
+            if np.isinf(x).any():
+                raise UserError(
+                    f"dataset.source: column {col!r} of {where} has infinite values; "
+                    "replace them with numbers or empty cells, or list it in dataset.exclude"
+                )
+            seen = x[train & ~missing]
+            if seen.size and seen.min() != seen.max():
+                z = (x - seen.mean()) / seen.std()
+                z[missing] = 0.0  # imputed with the train mean
+                blocks.append(z.astype(np.float32)[:, None])
+                names.append(col)
+            if missing.any():
+                on_train = missing[train]
+                if on_train.any() and not on_train.all():
+                    blocks.append(missing.astype(np.float32)[:, None])
+                    names.append(f"{col}__missing")
+        else:
+            codes, names_all = _factorize_strings(series)
+            seen = np.bincount(codes[train], minlength=names_all.size) > 0
+            categories = names_all[seen]  # sorted, because names_all is
+            if categories.size > MAX_CATEGORIES:
+                raise UserError(
+                    f"dataset.exclude: column {col!r} of {where} has {categories.size:,} distinct "
+                    f"values on the training split (more than {MAX_CATEGORIES:,}: an id or free "
+                    "text?); list it in dataset.exclude or convert it to numbers"
+                )
+            if categories.size < 2:
+                continue  # one train category: the one-hot column would be constant
+            column_of = np.full(names_all.size, -1, dtype=np.int64)
+            column_of[seen] = np.arange(categories.size)
+            cols = column_of[codes]
+            one_hot = np.zeros((n, categories.size), dtype=np.float32)
+            rows = np.flatnonzero(cols >= 0)  # categories unseen in train stay all-zero
+            one_hot[rows, cols[rows]] = 1.0
+            blocks.append(one_hot)
+            names.extend(f"{col}={c}" for c in categories)
+    if not blocks:
+        raise UserError(
+            f"dataset.exclude: every feature column of {where} is constant on the training "
+            "split, so there is nothing to learn from; include other columns"
+        )
+    features = np.ascontiguousarray(np.concatenate(blocks, axis=1), dtype=np.float32)
+    return features, tuple(names)
+
+
+def prepare_job_dataset(job) -> PreparedDataset:
+    """The prepared dataset of a job's ``dataset:`` section."""
+    spec = job.dataset
+    return prepare_dataset(
+        source=spec.source,
+        target=spec.target,
+        groups=spec.groups,
+        exclude=spec.exclude,
+        val=spec.split.val,
+        test=spec.split.test,
+        seed=spec.split.seed,
+        base_dir=job.base_dir,
+    )

@@ -1,0 +1,394 @@
+"""Dataset loading, the fixed split and preprocessing: the behaviour jobs and analyses rely on."""
+
+from __future__ import annotations
+
+import gzip
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from jobs._datasets import (
+    PREPROCESSING_VERSION,
+    DatasetInfo,
+    PreparedDataset,
+    builtin_datasets,
+    prepare_dataset,
+)
+from jobs._errors import UserError
+
+
+def write_csv(tmp_path: Path, frame: pd.DataFrame | dict, name: str = "data.csv") -> Path:
+    path = tmp_path / name
+    pd.DataFrame(frame).to_csv(path, index=False)
+    return path
+
+
+def prepare(
+    source: str | Path,
+    target: str | None = "y",
+    groups: tuple[str, ...] = (),
+    exclude: tuple[str, ...] = (),
+    val: float = 0.2,
+    test: float = 0.2,
+    seed: int = 0,
+    base_dir: Path | None = None,
+) -> PreparedDataset:
+    return prepare_dataset(str(source), target, groups, exclude, val, test, seed, base_dir)
+
+
+def column(ds: PreparedDataset, name: str) -> np.ndarray:
+    return ds.features[:, ds.feature_names.index(name)]
+
+
+def split_of(tmp_path: Path, labels: list, **kwargs) -> np.ndarray:
+    """The split of a file with these labels (it depends on labels and split settings only)."""
+    path = write_csv(tmp_path, {"x": np.arange(len(labels)), "y": labels}, "labels_only.csv")
+    return prepare(path, **kwargs).split
+
+
+# --- split ---------------------------------------------------------------------------------------
+
+
+def test_split_sizes_are_exact_per_class(tmp_path: Path) -> None:
+    labels = ["a"] * 10 + ["b"] * 20 + ["c"] * 5
+    split = split_of(tmp_path, labels, val=0.2, test=0.1)
+    y = np.array(labels)
+    # a: test round(1.0)=1, val round(2.0)=2; b: 2 and 4; c: round(0.5)=1 (halves round up), 1.
+    expected = {"a": (7, 2, 1), "b": (14, 4, 2), "c": (3, 1, 1)}
+    for cls, counts in expected.items():
+        assert tuple(np.bincount(split[y == cls], minlength=3)) == counts
+
+
+def test_split_follows_the_documented_algorithm(tmp_path: Path) -> None:
+    labels = [3, 10, 5, 3, 3, 10, 5, 5, 10, 3, 3, 5, 10, 10, 3, 5, 5, 3, 10, 3] * 2
+    split = split_of(tmp_path, labels, val=0.25, test=0.25, seed=7)
+    y = np.array(labels)
+    rng = np.random.default_rng(7)
+    expected = np.zeros(len(labels), dtype=np.int8)
+    for cls in (3, 5, 10):  # numeric sort order, not "10" < "3"
+        rows = rng.permutation(np.flatnonzero(y == cls))
+        n_test = math.floor(rows.size * 0.25 + 0.5)
+        n_val = math.floor(rows.size * 0.25 + 0.5)
+        expected[rows[:n_test]] = 2
+        expected[rows[n_test : n_test + n_val]] = 1
+    np.testing.assert_array_equal(split, expected)
+
+
+def test_split_is_deterministic_per_seed_and_differs_between_seeds(tmp_path: Path) -> None:
+    labels = [0, 1] * 30
+    first = split_of(tmp_path, labels, seed=0)
+    again = split_of(tmp_path, labels, seed=0)
+    other = split_of(tmp_path, labels, seed=1)
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+    assert np.bincount(first).tolist() == np.bincount(other).tolist()
+
+
+def test_split_does_not_depend_on_argument_order_or_feature_columns(tmp_path: Path) -> None:
+    path = write_csv(
+        tmp_path, {"a": range(40), "b": list("pq") * 20, "y": [0, 0, 1, 1, 2] * 8}, "d.csv"
+    )
+    one = prepare_dataset(str(path), "y", [], [], val=0.3, test=0.2, seed=3)
+    two = prepare_dataset(str(path), "y", [], ["b"], seed=3, test=0.2, val=0.3)
+    np.testing.assert_array_equal(one.split, two.split)
+
+
+def test_split_and_dtypes_of_the_result(tmp_path: Path) -> None:
+    path = write_csv(tmp_path, {"x": np.arange(20) * 1.5, "y": [0, 1] * 10})
+    ds = prepare(path)
+    assert ds.features.dtype == np.float32 and ds.features.flags.c_contiguous
+    assert ds.features.shape == (20, 1) and ds.n_features == 1
+    assert ds.labels.dtype == np.int64 and ds.split.dtype == np.int8
+    np.testing.assert_array_equal(ds.example_ids, np.arange(20, dtype=np.int64))
+    parts = [ds.indices(s) for s in ("train", "val", "test")]
+    assert all(p.dtype == np.int64 and np.all(np.diff(p) > 0) for p in parts)
+    np.testing.assert_array_equal(np.sort(np.concatenate(parts)), np.arange(20))
+    assert [p.size for p in parts] == [12, 4, 4]
+    with pytest.raises(UserError, match="'dev'"):
+        ds.indices("dev")
+
+
+# --- preprocessing -------------------------------------------------------------------------------
+
+
+def labelled_frame(tmp_path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """10 rows (5 'a', 5 'b') and their split: 3+3 train, 1+1 val, 1+1 test."""
+    labels = ["a"] * 5 + ["b"] * 5
+    split = split_of(tmp_path, labels)
+    return labels, split, split == 0
+
+
+def test_standardisation_uses_train_statistics_only(tmp_path: Path) -> None:
+    labels, split, train = labelled_frame(tmp_path)
+    x = np.full(10, 100.0)
+    x[train] = [1, 2, 3, 4, 5, 6]  # val/test rows are far away and must not move the statistics
+    ds = prepare(write_csv(tmp_path, {"x": x, "y": labels}))
+    mean, std = 3.5, math.sqrt(35 / 12)  # population std of 1…6
+    expected = (x - mean) / std
+    np.testing.assert_allclose(column(ds, "x"), expected, rtol=1e-6)
+    np.testing.assert_array_equal(ds.split, split)
+    assert ds.feature_names == ("x",)
+
+
+def test_missing_numeric_values_are_imputed_with_an_indicator(tmp_path: Path) -> None:
+    labels, _, train = labelled_frame(tmp_path)
+    train_rows, other_rows = np.flatnonzero(train), np.flatnonzero(~train)
+    x = np.full(10, 50.0)
+    x[train_rows] = [2, np.nan, 4, np.nan, 6, 8]
+    x[other_rows[0]] = np.nan
+    ds = prepare(write_csv(tmp_path, {"x": x, "y": labels}))
+    assert ds.feature_names == ("x", "x__missing")
+    mean = 5.0  # train mean of 2, 4, 6, 8, missing cells ignored
+    std = math.sqrt(5.0)  # population std of 2, 4, 6, 8
+    expected = np.where(np.isnan(x), 0.0, (x - mean) / std)  # imputed with the mean → 0
+    np.testing.assert_allclose(column(ds, "x"), expected, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(column(ds, "x__missing"), np.isnan(x).astype(np.float32))
+
+
+def test_indicator_is_dropped_when_no_training_row_is_missing(tmp_path: Path) -> None:
+    labels, _, train = labelled_frame(tmp_path)
+    x = np.arange(10, dtype=float)
+    x[np.flatnonzero(~train)[0]] = np.nan  # missing only outside train: nothing to learn from
+    ds = prepare(write_csv(tmp_path, {"x": x, "y": labels}))
+    assert ds.feature_names == ("x",)
+    assert column(ds, "x")[np.isnan(x)] == 0.0
+
+
+def test_one_hot_uses_train_categories_and_unseen_is_all_zeros(tmp_path: Path) -> None:
+    labels, _, train = labelled_frame(tmp_path)
+    train_rows, other_rows = np.flatnonzero(train), np.flatnonzero(~train)
+    colour = np.array(["red"] * 10, dtype=object)
+    colour[train_rows] = ["red", "blue", None, "red", "blue", "green"]
+    colour[other_rows[0]] = "purple"  # never seen in train
+    colour[other_rows[1]] = None
+    ds = prepare(write_csv(tmp_path, {"colour": colour, "y": labels}))
+    assert ds.feature_names == (
+        "colour=blue",
+        "colour=green",
+        "colour=missing",
+        "colour=red",
+    )
+    block = ds.features
+    np.testing.assert_array_equal(block[other_rows[0]], [0, 0, 0, 0])
+    np.testing.assert_array_equal(block[other_rows[1]], [0, 0, 1, 0])
+    np.testing.assert_array_equal(block[train_rows[1]], [1, 0, 0, 0])
+    np.testing.assert_array_equal(block.sum(axis=1)[np.arange(10) != other_rows[0]], 1)
+
+
+def test_columns_constant_on_train_are_dropped(tmp_path: Path) -> None:
+    labels, _, train = labelled_frame(tmp_path)
+    const_num = np.where(train, 5.0, 7.0)  # varies only outside train
+    const_cat = np.where(train, "x", "z")
+    ds = prepare(
+        write_csv(
+            tmp_path,
+            {"c1": const_num, "c2": const_cat, "keep": np.arange(10), "y": labels},
+        )
+    )
+    assert ds.feature_names == ("keep",)
+
+
+def test_binary_integer_and_bool_columns(tmp_path: Path) -> None:
+    labels, _, train = labelled_frame(tmp_path)
+    flag01 = np.where(np.arange(10) % 2 == 0, 1, 0)
+    flag01[np.flatnonzero(train)[:2]] = [0, 1]
+    path = tmp_path / "b.parquet"
+    frame = pd.DataFrame({"f01": flag01, "fb": flag01.astype(bool), "y": labels})
+    frame.to_parquet(path)
+    ds = prepare(path)
+    assert ds.name == "b"
+    assert ds.feature_names == ("f01", "fb=False", "fb=True")  # 0/1 ints stay numeric
+    t = flag01[train]
+    np.testing.assert_allclose(column(ds, "f01"), (flag01 - t.mean()) / t.std(), rtol=1e-6)
+    np.testing.assert_array_equal(column(ds, "fb=True"), flag01)
+
+
+def test_classes_sort_numerically_for_numbers_and_as_strings_otherwise(tmp_path: Path) -> None:
+    numeric = prepare(write_csv(tmp_path, {"x": range(12), "y": [10, 3, 5] * 4}, "n.csv"))
+    assert numeric.classes == ("3", "5", "10")
+    np.testing.assert_array_equal(numeric.labels, [2, 0, 1] * 4)
+    floats = prepare(write_csv(tmp_path, {"x": range(12), "y": [1.0, 0.0] * 6}, "f.csv"))
+    assert floats.classes == ("0", "1")
+    words = prepare(write_csv(tmp_path, {"x": range(12), "y": ["no", "yes", "maybe"] * 4}))
+    assert words.classes == ("maybe", "no", "yes")
+    np.testing.assert_array_equal(words.labels, [1, 2, 0] * 4)
+
+
+def test_groups_are_raw_strings_and_stay_features_unless_excluded(tmp_path: Path) -> None:
+    sex = ["F", "M", None, "M", "F"] * 4
+    age = [30, 41, 30, 52, 41] * 4
+    path = write_csv(tmp_path, {"sex": sex, "age": age, "y": [0, 1] * 10})
+    ds = prepare(path, groups=("sex", "age"))
+    assert list(ds.groups.columns) == ["sex", "age"]
+    assert list(ds.groups.index) == list(range(20))
+    assert ds.groups["sex"].tolist() == ["F", "M", "missing", "M", "F"] * 4
+    assert ds.groups["age"].tolist() == ["30", "41", "30", "52", "41"] * 4
+    assert "age" in ds.feature_names and "sex=F" in ds.feature_names
+
+    excluded = prepare(path, groups=("sex",), exclude=("sex",))
+    assert excluded.feature_names == ("age",)
+    assert excluded.groups["sex"].tolist() == ds.groups["sex"].tolist()
+
+
+def test_relative_path_resolves_against_base_dir_and_gzip_csv_reads(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"x": range(10), "y": [0, 1] * 5})
+    with gzip.open(tmp_path / "z.csv.gz", "wt") as fh:
+        frame.to_csv(fh, index=False)
+    ds = prepare("z.csv.gz", base_dir=tmp_path)
+    assert ds.name == "z" and ds.n_examples == 10
+
+
+def test_fingerprint_follows_file_content_not_path(tmp_path: Path) -> None:
+    frame = {"x": range(10), "y": [0, 1] * 5}
+    a = prepare(write_csv(tmp_path, frame, "a.csv"))
+    b = prepare(write_csv(tmp_path, frame, "b.csv"))
+    assert a.fingerprint == b.fingerprint and len(a.fingerprint) == 64
+    changed = prepare(write_csv(tmp_path, {"x": range(1, 11), "y": [0, 1] * 5}, "a.csv"))
+    assert changed.fingerprint != a.fingerprint
+    assert PREPROCESSING_VERSION
+
+
+# --- errors --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def good_csv(tmp_path: Path) -> Path:
+    return write_csv(
+        tmp_path, {"age": range(20), "sex": ["F", "M"] * 10, "y": [0, 1] * 10}, "good.csv"
+    )
+
+
+def test_unknown_builtin_lists_names_and_suggests(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"'adlt'.*did you mean 'adult'.*compas"):
+        prepare("adlt", target=None)
+    with pytest.raises(UserError, match="did you mean 'adult'"):
+        prepare("Adult", target=None)
+
+
+def test_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"nope.csv.*does not exist"):
+        prepare(tmp_path / "nope.csv")
+    (tmp_path / "data.xlsx").write_bytes(b"x")
+    with pytest.raises(UserError, match=r"data.xlsx.*unsupported extension"):
+        prepare(tmp_path / "data.xlsx")
+    (tmp_path / "bad.parquet").write_text("not parquet at all")
+    with pytest.raises(UserError, match=r"bad.parquet.*as Parquet"):
+        prepare(tmp_path / "bad.parquet")
+    (tmp_path / "bad.csv.gz").write_text("a,y\n1,2\n")  # plain text behind a .gz name
+    with pytest.raises(UserError, match=r"bad.csv.gz.*as CSV"):
+        prepare(tmp_path / "bad.csv.gz")
+    (tmp_path / "empty.csv").write_text("x,y\n")
+    with pytest.raises(UserError, match=r"empty.csv.*no rows"):
+        prepare(tmp_path / "empty.csv")
+
+
+def test_target_errors(tmp_path: Path, good_csv: Path) -> None:
+    with pytest.raises(UserError, match=r"'label'.*good.csv.*age, sex, y"):
+        prepare(good_csv, target="label")
+    with pytest.raises(UserError, match="did you mean 'sex'"):
+        prepare(good_csv, target="Sex")
+    with pytest.raises(UserError, match=r"dataset.target.*required.*good.csv"):
+        prepare(good_csv, target=None)
+    with pytest.raises(UserError, match=r"'adult' predicts 'income', not 'sex'"):
+        prepare("adult", target="sex")
+
+
+def test_label_errors(tmp_path: Path) -> None:
+    one = write_csv(tmp_path, {"x": range(10), "y": ["a"] * 10}, "one.csv")
+    with pytest.raises(UserError, match=r"'y'.*one.csv.*only one class"):
+        prepare(one)
+    holes = write_csv(tmp_path, {"x": range(10), "y": [0, 1, None, 1, 0, None, 1, 0, 1, 0]})
+    with pytest.raises(UserError, match=r"2 rows.*'y'"):
+        prepare(holes)
+
+
+def test_column_choice_errors(good_csv: Path) -> None:
+    with pytest.raises(UserError, match=r"dataset.groups.*'sexx'.*did you mean 'sex'"):
+        prepare(good_csv, groups=("sexx",))
+    with pytest.raises(UserError, match=r"dataset.exclude.*'agee'.*good.csv"):
+        prepare(good_csv, exclude=("agee",))
+    with pytest.raises(UserError, match=r"dataset.groups.*'y' is the target"):
+        prepare(good_csv, groups=("y",))
+    with pytest.raises(UserError, match=r"no feature columns.*good.csv"):
+        prepare(good_csv, exclude=("age", "sex"))
+
+
+def test_all_features_constant_is_an_error(tmp_path: Path) -> None:
+    path = write_csv(tmp_path, {"c": [1] * 10, "y": [0, 1] * 5}, "flat.csv")
+    with pytest.raises(UserError, match=r"flat.csv.*constant"):
+        prepare(path)
+
+
+def test_impossible_splits(tmp_path: Path, good_csv: Path) -> None:
+    rare = write_csv(tmp_path, {"x": range(12), "y": ["a"] * 10 + ["b"] * 2}, "rare.csv")
+    with pytest.raises(UserError, match=r"class 'b'.*rare.csv.*only 2 rows"):
+        prepare(rare, val=0.3, test=0.3)
+    with pytest.raises(UserError, match=r"val=0.6 \+ test=0.4"):
+        prepare(good_csv, val=0.6, test=0.4)
+    with pytest.raises(UserError, match=r"dataset.split.val"):
+        prepare(good_csv, val=0.0)
+    with pytest.raises(UserError, match=r"dataset.split.test.*empty"):
+        prepare(
+            write_csv(tmp_path, {"x": range(4), "y": [0, 1] * 2}, "tiny.csv"), val=0.5, test=0.1
+        )
+    with pytest.raises(UserError, match=r"dataset.split.seed"):
+        prepare(good_csv, seed=-1)
+
+
+# --- built-ins -----------------------------------------------------------------------------------
+
+BUILTINS = {
+    "adult": (48_842, 2, "income"),
+    "compas": (6_172, 2, "two_year_recid"),
+    "breast_cancer": (569, 2, "target"),
+    "wine": (178, 3, "target"),
+    "digits": (1_797, 10, "target"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BUILTINS))
+def test_builtins_load(name: str) -> None:
+    rows, n_classes, target = BUILTINS[name]
+    ds = prepare(name, target=None)
+    assert ds.name == name and ds.n_examples == rows and ds.n_classes == n_classes
+    assert set(np.unique(ds.labels[ds.indices("train")])) == set(range(n_classes))
+    assert np.isfinite(ds.features).all()
+    same = prepare(name, target=target)  # naming the built-in's own target is fine
+    np.testing.assert_array_equal(same.features, ds.features)
+
+
+def test_builtin_listing_matches_the_files() -> None:
+    infos = {info.name: info for info in builtin_datasets()}
+    assert set(infos) == set(BUILTINS)
+    for name, (rows, n_classes, target) in BUILTINS.items():
+        info = infos[name]
+        assert isinstance(info, DatasetInfo)
+        assert (info.rows, info.classes, info.target) == (rows, n_classes, target)
+    assert infos["adult"].groups == ("sex", "race")
+    assert "race" in infos["compas"].groups and "sex" in infos["compas"].groups
+
+
+def test_adult_groups_missing_values_and_speed() -> None:
+    start = time.perf_counter()
+    ds = prepare("adult", target=None, groups=("sex", "race"), exclude=("sex", "race"))
+    assert time.perf_counter() - start < 3.0  # about 0.2 s; generous for slow CI machines
+    assert ds.classes == ("<=50K", ">50K")
+    assert sorted(ds.groups["sex"].unique()) == ["Female", "Male"]
+    assert ds.groups["race"].nunique() == 5
+    assert not any(n.startswith(("sex", "race")) for n in ds.feature_names)
+    assert "workclass=missing" in ds.feature_names  # missing categories are their own value
+    train = ds.indices("train")
+    np.testing.assert_allclose(column(ds, "age")[train].mean(), 0.0, atol=1e-5)
+    np.testing.assert_allclose(column(ds, "age")[train].std(), 1.0, rtol=1e-5)
+
+
+def test_compas_groups() -> None:
+    ds = prepare("compas", target=None, groups=("sex", "race"))
+    assert ds.classes == ("0", "1")
+    assert sorted(ds.groups["sex"].unique()) == ["Female", "Male"]
+    assert "African-American" in set(ds.groups["race"])
+    assert "race=Caucasian" in ds.feature_names  # groups stay features unless excluded

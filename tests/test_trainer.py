@@ -1,0 +1,202 @@
+"""The batched trainer: pack invariance, determinism, divergence isolation and exactness
+against stock PyTorch, on small synthetic problems (no Ray)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from engine import _families, _random
+from engine._trainer import ModelSpec, PackSettings, TrainingData, train_pack, training_rows
+
+SETTINGS = PackSettings(
+    family="mlp",
+    hidden=(8, 6),
+    activation="tanh",
+    epochs=3,
+    batch_size=32,
+    optimizer="sgd",
+    nesterov=True,
+    schedule="cosine",
+    betas=(0.9, 0.999),
+    eps=1e-8,
+    dtype="float64",
+)
+
+
+def make_data(dtype=torch.float64, n=500, d=7, classes=3) -> TrainingData:
+    rng = np.random.default_rng(0)
+    features = rng.standard_normal((n, d))
+    labels = (features[:, :3] @ rng.standard_normal((3, classes))).argmax(1)
+    split = np.zeros(n, np.int8)
+    split[300:400], split[400:] = 1, 2
+    return TrainingData.from_arrays(features, labels, split, classes, dtype)
+
+
+def population(n: int) -> list[ModelSpec]:
+    return [
+        ModelSpec(
+            init_seed=i % 5,
+            order_seed=i % 7,
+            data_seed=i % 3,
+            lr=0.02 * (1 + i % 4),
+            momentum=0.5 + 0.1 * (i % 4),
+            weight_decay=1e-3 * (i % 2),
+            dropout=0.1 * (i % 3),
+        )
+        for i in range(n)
+    ]
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
+def test_model_trained_in_pack_of_64_equals_model_trained_alone(optimizer):
+    data = make_data()
+    settings = dataclasses.replace(SETTINGS, optimizer=optimizer, nesterov=optimizer == "sgd")
+    models = population(64)
+    pack = train_pack(settings, models, data, ("val", "test"))
+    for i in (0, 1, 13, 63):
+        alone = train_pack(settings, [models[i]], data, ("val", "test"))
+        for split in ("val", "test"):
+            difference = np.abs(pack.probabilities[split][i] - alone.probabilities[split][0])
+            assert difference.max() <= 1e-9
+        for name, value in pack.parameters.items():
+            assert torch.allclose(value[i], alone.parameters[name][0], rtol=0, atol=1e-9)
+
+
+def test_same_pack_twice_is_bitwise_identical():
+    data = make_data(torch.float32)
+    settings = dataclasses.replace(SETTINGS, dtype="float32")
+    first = train_pack(settings, population(16), data)
+    second = train_pack(settings, population(16), data)
+    for split in ("val", "test"):
+        assert np.array_equal(first.probabilities[split], second.probabilities[split])
+    assert all(np.array_equal(first.metrics[k], second.metrics[k]) for k in first.metrics)
+
+
+def test_diverging_model_is_frozen_and_leaves_its_pack_mates_bitwise_unchanged():
+    data = make_data(torch.float32)
+    settings = dataclasses.replace(
+        SETTINGS, dtype="float32", activation="relu", optimizer="sgd", schedule="constant"
+    )
+    healthy = population(6)
+    exploding = dataclasses.replace(healthy[0], lr=1e6)
+    without = train_pack(settings, healthy, data)
+    with_it = train_pack(settings, [*healthy[:3], exploding, *healthy[3:]], data)
+    assert with_it.status == ["ok"] * 3 + ["diverged"] + ["ok"] * 3
+    assert without.status == ["ok"] * 6
+    for split in ("val", "test"):
+        kept = np.delete(with_it.probabilities[split], 3, axis=0)
+        assert np.array_equal(kept, without.probabilities[split])
+    for name, value in without.parameters.items():
+        kept = torch.cat([with_it.parameters[name][:3], with_it.parameters[name][4:]])
+        assert torch.equal(kept, value)
+
+
+def _stock_pytorch_probabilities(settings, model, data):
+    """The same model trained with torch.nn + torch.optim, batches in the same order."""
+    arch = _families.Architecture(data.features.shape[1], settings.hidden, data.n_classes, "tanh")
+    init = _families.init_parameters(arch, [model.init_seed], torch.float64, "cpu")
+    widths = arch.widths
+    layers = []
+    for i in range(len(widths) - 1):
+        linear = torch.nn.Linear(widths[i], widths[i + 1]).double()
+        with torch.no_grad():
+            linear.weight.copy_(init[2 * i][0].T)
+            linear.bias.copy_(init[2 * i + 1][0, 0])
+        layers += [linear, torch.nn.Tanh()]
+    net = torch.nn.Sequential(*layers[:-1])
+    kwargs = {"lr": model.lr, "weight_decay": model.weight_decay}
+    optimizer = {
+        "sgd": lambda: torch.optim.SGD(
+            net.parameters(), momentum=model.momentum, nesterov=settings.nesterov, **kwargs
+        ),
+        "adam": lambda: torch.optim.Adam(net.parameters(), **kwargs),
+        "adamw": lambda: torch.optim.AdamW(net.parameters(), **kwargs),
+    }[settings.optimizer]()
+    rows = training_rows([model], data.split_indices["train"])[0]
+    for epoch in range(settings.epochs):
+        generator = _random.generator(_random.ORDER, model.order_seed, epoch)
+        order = rows[torch.randperm(len(rows), generator=generator)]
+        for start in range(0, len(order), settings.batch_size):
+            batch = order[start : start + settings.batch_size]
+            loss = torch.nn.functional.cross_entropy(net(data.features[batch]), data.labels[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    with torch.no_grad():
+        return torch.softmax(net(data.features[data.split_indices["test"]]), -1).numpy()
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
+@pytest.mark.parametrize("data_seed", [0, 2])
+def test_matches_torch_optim_step_for_step(optimizer, data_seed):
+    data = make_data()
+    settings = dataclasses.replace(
+        SETTINGS, optimizer=optimizer, nesterov=optimizer == "sgd", schedule="constant"
+    )
+    model = ModelSpec(3, 4, data_seed, lr=0.05, momentum=0.9, weight_decay=1e-2, dropout=0.0)
+    ours = train_pack(settings, [model], data, ("test",)).probabilities["test"][0]
+    reference = _stock_pytorch_probabilities(settings, model, data)
+    assert np.abs(ours - reference).max() < 1e-6  # ours are stored as float32
+
+
+def test_each_seed_axis_drives_its_own_randomness():
+    data = make_data()
+    base = ModelSpec(0, 0, 0, 0.05, 0.9, 0.0, 0.2)
+    variants = [
+        base,
+        dataclasses.replace(base, init_seed=1),
+        dataclasses.replace(base, order_seed=1),
+        dataclasses.replace(base, data_seed=1),
+    ]
+    result = train_pack(SETTINGS, variants, data)
+    first_weight = result.initial_parameters["layers.0.weight"]
+    assert torch.equal(first_weight[0], first_weight[2])  # order and data seeds leave init alone
+    assert torch.equal(first_weight[0], first_weight[3])
+    assert not torch.equal(first_weight[0], first_weight[1])
+    test = result.probabilities["test"]
+    assert all(not np.array_equal(test[0], test[i]) for i in (1, 2, 3))
+
+
+def test_data_seed_zero_is_the_full_split_and_others_are_bootstrap_resamples():
+    train = torch.arange(100, 200)
+    rows = training_rows([ModelSpec(0, 0, s, 0.1, 0, 0, 0) for s in (0, 1, 2, 1)], train)
+    assert torch.equal(rows[0], train)
+    assert torch.equal(rows[1], rows[3])
+    assert not torch.equal(rows[1], rows[2])
+    for resample in rows[1:]:
+        assert resample.min() >= 100 and resample.max() < 200
+        assert len(torch.unique(resample)) < 100  # drawn with replacement
+
+
+def test_dropout_free_model_is_unaffected_by_dropout_in_its_pack():
+    data = make_data()
+    plain = ModelSpec(1, 2, 0, 0.05, 0.9, 0.0, 0.0)
+    alone = train_pack(SETTINGS, [plain], data)
+    mixed = train_pack(SETTINGS, [dataclasses.replace(plain, dropout=0.5), plain], data)
+    assert np.array_equal(alone.probabilities["test"][0], mixed.probabilities["test"][1])
+    assert not np.array_equal(mixed.probabilities["test"][0], mixed.probabilities["test"][1])
+
+
+def test_logistic_family_learns_a_linearly_separable_problem():
+    data = make_data(torch.float32)
+    settings = dataclasses.replace(
+        SETTINGS, family="logistic", hidden=(), dtype="float32", epochs=30
+    )
+    result = train_pack(settings, [ModelSpec(0, 0, 0, 0.1, 0.9, 0.0, 0.0)], data)
+    assert set(result.parameters) == {"layers.0.weight", "layers.0.bias"}
+    assert result.metrics["test_acc"][0] > 0.9
+
+
+def test_metrics_agree_with_the_stored_probabilities():
+    data = make_data()
+    result = train_pack(SETTINGS, population(4), data, ("test",))
+    probabilities = result.probabilities["test"]
+    labels = data.labels[data.split_indices["test"]].numpy()
+    accuracy = (probabilities.argmax(-1) == labels).mean(axis=1)
+    log_loss = -np.log(probabilities[:, np.arange(len(labels)), labels]).mean(axis=1)
+    assert np.allclose(result.metrics["test_acc"], accuracy)
+    assert np.allclose(result.metrics["test_loss"], log_loss, rtol=1e-5)
