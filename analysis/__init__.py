@@ -1,1 +1,4 @@
-"""What a population means: Rashomon sets, multiplicity and flatness analysis (issue #3; not built yet)."""
+"""What a population means: Rashomon sets, multiplicity, flatness analysis.
+
+Not built yet: this package lands with issue #3.
+"""

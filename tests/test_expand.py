@@ -1,0 +1,337 @@
+"""Expansion into model variants: exact order and count, reproducible draws, stable unique ids."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobs._errors import UserError
+from jobs._expand import (
+    ModelVariant,
+    cohort,
+    count_models,
+    expand,
+    iter_variants,
+    model_id,
+    sample_draws,
+)
+from jobs._spec import HYPERPARAMETERS, Job, canonical_json, load_job, parse_job
+
+JOBS = Path(__file__).resolve().parents[1] / "jobs"
+
+
+def job_of(**sections: Any) -> Job:
+    return parse_job({"name": "job", "dataset": {"source": "adult"}, **sections}, "job.yaml")
+
+
+def seeds_and(variants: list[ModelVariant], name: str) -> list[tuple[Any, ...]]:
+    return [(v.init_seed, v.order_seed, v.data_seed, v.hparams[name]) for v in variants]
+
+
+# --- order and count ---------------------------------------------------------------------------
+
+
+def test_order_configurations_outer_seeds_inner() -> None:
+    job = job_of(
+        population={"seeds": {"init": 2, "order": 2, "data": 2}, "grid": {"lr": [0.3, 0.1]}}
+    )
+    assert seeds_and(expand(job), "lr") == [
+        (0, 0, 0, 0.3), (0, 0, 1, 0.3), (0, 1, 0, 0.3), (0, 1, 1, 0.3),
+        (1, 0, 0, 0.3), (1, 0, 1, 0.3), (1, 1, 0, 0.3), (1, 1, 1, 0.3),
+        (0, 0, 0, 0.1), (0, 0, 1, 0.1), (0, 1, 0, 0.1), (0, 1, 1, 0.1),
+        (1, 0, 0, 0.1), (1, 0, 1, 0.1), (1, 1, 0, 0.1), (1, 1, 1, 0.1),
+    ]  # fmt: skip
+
+
+def test_grid_keys_in_sorted_order_values_as_given() -> None:
+    job = job_of(population={"seeds": 1, "grid": {"weight_decay": [0.01, 0.0], "lr": [0.3, 0.1]}})
+    assert [(v.hparams["lr"], v.hparams["weight_decay"]) for v in expand(job)] == [
+        (0.3, 0.01), (0.3, 0.0), (0.1, 0.01), (0.1, 0.0),
+    ]  # fmt: skip
+
+
+def test_bare_int_seeds_pair_init_and_order_on_the_full_data() -> None:
+    variants = expand(job_of(population={"seeds": 4}))
+    assert [(v.init_seed, v.order_seed, v.data_seed) for v in variants] == [
+        (0, 0, 0), (1, 1, 0), (2, 2, 0), (3, 3, 0),
+    ]  # fmt: skip
+
+
+def test_no_grid_is_one_configuration_of_the_base() -> None:
+    job = job_of(train={"lr": 0.05}, population={"seeds": {"init": 3}})
+    variants = expand(job)
+    assert [(v.init_seed, v.order_seed, v.data_seed) for v in variants] == [
+        (0, 0, 0), (1, 0, 0), (2, 0, 0),
+    ]  # fmt: skip
+    assert {v.hparams["lr"] for v in variants} == {0.05}
+
+
+def test_hparams_hold_all_resolved_hyperparameters_read_only() -> None:
+    (variant,) = expand(job_of(population={"seeds": 1}))
+    assert list(variant.hparams) == list(HYPERPARAMETERS)
+    assert variant.hparams["hidden"] == (64,)
+    assert variant.trial is None
+    with pytest.raises(TypeError):
+        variant.hparams["lr"] = 1.0  # type: ignore[index]
+
+
+def test_sample_crossed_with_grid_and_seeds() -> None:
+    job = job_of(
+        population={
+            "seeds": {"init": 2},
+            "grid": {"lr": [0.1, 0.01]},
+            "sample": {"n": 3, "seed": 5, "weight_decay": {"loguniform": [1e-5, 1e-2]}},
+        }
+    )
+    variants = expand(job)
+    assert len(variants) == count_models(job) == 2 * 3 * 2
+    draws = [d["weight_decay"] for d in sample_draws(job)]
+    expected = [
+        (init, lr, wd) for lr in (0.1, 0.01) for wd in draws for init in (0, 1)
+    ]  # same draws for every grid point
+    assert [(v.init_seed, v.hparams["lr"], v.hparams["weight_decay"]) for v in variants] == expected
+
+
+@pytest.mark.parametrize(
+    "population",
+    [
+        {},
+        {"seeds": 17},
+        {"seeds": {"init": 3, "order": 2, "data": 5}},
+        {"seeds": 2, "grid": {"lr": [0.1, 0.2, 0.3], "hidden": [[8], [8, 8]], "epochs": [1, 2]}},
+        {"seeds": {"order": 3}, "sample": {"n": 4, "lr": {"uniform": [0.01, 0.1]}}},
+        {
+            "seeds": 2,
+            "grid": {"dropout": [0.0, 0.5]},
+            "sample": {"n": 3, "epochs": {"int": [1, 9]}},
+        },
+    ],
+)
+def test_count_models_matches_expand(population: dict[str, Any]) -> None:
+    job = job_of(population=population)
+    variants = expand(job)
+    assert count_models(job) == len(variants) == len(list(iter_variants(job)))
+    assert variants == list(iter_variants(job))
+
+
+def test_count_models_of_a_million_models_is_instant_and_iteration_lazy() -> None:
+    job = job_of(
+        population={
+            "seeds": {"init": 100, "order": 100, "data": 10},
+            "grid": {"lr": [0.01, 0.1], "weight_decay": [0.0, 1e-4, 1e-3, 1e-2, 1e-1]},
+        }
+    )
+    start = time.perf_counter()
+    assert count_models(job) == 1_000_000
+    first = list(itertools.islice(iter_variants(job), 1000))
+    assert time.perf_counter() - start < 0.5
+    assert first[-1].init_seed == 0 and first[-1].order_seed == 99 and first[-1].data_seed == 9
+
+
+# --- sample draws ------------------------------------------------------------------------------
+
+
+lr_range = {"uniform": [0.01, 0.1]}  # a continuous companion, so discrete draws may repeat
+
+
+def sampled(n: int, seed: int = 0, **distributions: Any) -> Job:
+    return job_of(population={"seeds": 1, "sample": {"n": n, "seed": seed, **distributions}})
+
+
+def test_draws_are_reproducible_and_depend_on_the_seed() -> None:
+    dists = {"lr": {"loguniform": [1e-4, 1e-1]}, "epochs": {"int": [1, 50]}}
+    assert sample_draws(sampled(20, **dists)) == sample_draws(sampled(20, **dists))
+    assert sample_draws(sampled(20, **dists)) != sample_draws(sampled(20, seed=1, **dists))
+
+
+def test_raising_n_keeps_earlier_draws() -> None:
+    """Extending a sampled population keeps the models (and ids) already trained."""
+    dists = {"lr": {"loguniform": [1e-4, 1e-1]}, "dropout": {"uniform": [0.0, 0.5]}}
+    small, large = expand(sampled(10, **dists)), expand(sampled(25, **dists))
+    assert [v.model_id for v in small] == [v.model_id for v in large[:10]]
+
+
+def test_loguniform_within_bounds_and_spread_on_the_log_scale() -> None:
+    values = [d["lr"] for d in sample_draws(sampled(2000, lr={"loguniform": [1e-4, 1.0]}))]
+    assert all(isinstance(v, float) and 1e-4 <= v <= 1.0 for v in values)
+    decades = [sum(10**-k <= v < 10 ** (1 - k) for v in values) for k in (4, 3, 2, 1)]
+    assert all(400 < count < 600 for count in decades)  # ~500 per decade
+
+
+def test_uniform_within_bounds() -> None:
+    values = [d["dropout"] for d in sample_draws(sampled(500, dropout={"uniform": [0.1, 0.4]}))]
+    assert all(0.1 <= v <= 0.4 for v in values)
+    assert min(values) < 0.12 and max(values) > 0.38
+
+
+def test_int_is_inclusive() -> None:
+    values = [d["epochs"] for d in sample_draws(sampled(200, epochs={"int": [3, 5]}, lr=lr_range))]
+    assert set(values) == {3, 4, 5} and all(type(v) is int for v in values)
+
+
+def test_choice_draws_only_listed_values() -> None:
+    dists = {"hidden": {"choice": [[8], [16, 16], [32]]}, "lr": lr_range}
+    values = [d["hidden"] for d in sample_draws(sampled(200, **dists))]
+    assert set(values) == {(8,), (16, 16), (32,)}
+
+
+def test_repeated_discrete_draws_are_rejected() -> None:
+    with pytest.raises(UserError, match=r"population.sample: draws \d+ and \d+ are the same"):
+        expand(sampled(3, optimizer={"choice": ["sgd", "adam", "adamw"]}))
+    with pytest.raises(UserError, match="3 draws from only 2 possible configurations"):
+        expand(sampled(3, epochs={"int": [1, 2]}))
+
+
+# --- model ids ---------------------------------------------------------------------------------
+
+
+def test_ids_are_16_hex_unique_and_stable() -> None:
+    job = load_job(JOBS / "adult-mlp.yaml")
+    first, second = expand(job), expand(load_job(JOBS / "adult-mlp.yaml"))
+    ids = [v.model_id for v in first]
+    assert ids == [v.model_id for v in second]
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 16 and int(i, 16) >= 0 for i in ids)
+
+
+def test_model_id_is_the_hash_of_everything_that_determines_the_model() -> None:
+    job = job_of(population={"seeds": {"init": 2, "order": 2, "data": 2}})
+    for variant in expand(job):
+        document = {
+            "dataset": job.dataset.identity(),
+            "extra": job.train.fixed_settings(),
+            "hparams": {k: list(v) if k == "hidden" else v for k, v in variant.hparams.items()},
+            "seeds": {
+                "init": variant.init_seed,
+                "order": variant.order_seed,
+                "data": variant.data_seed,
+            },
+        }
+        expected = hashlib.sha256(canonical_json(document).encode()).hexdigest()[:16]
+        assert variant.model_id == expected
+        seeds = (variant.init_seed, variant.order_seed, variant.data_seed)
+        identity, extra = job.dataset.identity(), job.train.fixed_settings()
+        assert model_id(identity, variant.hparams, extra, *seeds) == expected
+
+
+def ids_by_config(job: Job) -> dict[tuple[Any, ...], str]:
+    return {
+        (v.init_seed, v.order_seed, v.data_seed, v.hparams["lr"]): v.model_id for v in expand(job)
+    }
+
+
+def test_changing_one_grid_value_changes_exactly_its_ids() -> None:
+    before = ids_by_config(job_of(population={"seeds": 3, "grid": {"lr": [0.1, 0.3]}}))
+    after = ids_by_config(job_of(population={"seeds": 3, "grid": {"lr": [0.1, 0.2]}}))
+    kept = {key: i for key, i in before.items() if key[3] == 0.1}
+    assert {key: i for key, i in after.items() if key[3] == 0.1} == kept
+    new = {i for key, i in after.items() if key[3] == 0.2}
+    assert len(new) == 3 and not new & set(before.values())
+
+
+def test_adding_a_seed_keeps_existing_ids() -> None:
+    before = ids_by_config(job_of(population={"seeds": {"init": 2, "order": 2}}))
+    after = ids_by_config(job_of(population={"seeds": {"init": 3, "order": 2}}))
+    assert {k: after[k] for k in before} == before
+    assert len(set(after.values())) == 6
+
+
+def test_each_seed_changes_the_id() -> None:
+    base = job_of(population={"seeds": 1})
+    (variant,) = expand(base)
+    hparams = variant.hparams
+    identity, extra = base.dataset.identity(), base.train.fixed_settings()
+    ids = {
+        model_id(identity, hparams, extra, *s) for s in [(0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1)]
+    }
+    assert len(ids) == 4
+
+
+@pytest.mark.parametrize(
+    "sections",
+    [
+        {"dataset": {"source": "compas"}},
+        {"dataset": {"source": "adult", "target": "income"}},
+        {"dataset": {"source": "adult", "exclude": ["age"]}},
+        {"dataset": {"source": "adult", "split": {"seed": 1}}},
+        {"model": {"hidden": [32]}},
+        {"model": {"dropout": 0.1}},
+        {"train": {"lr": 0.2}},
+        {"train": {"epochs": 3}},
+        {"train": {"betas": [0.8, 0.999]}},
+        {"train": {"eps": 1e-6}},
+        {"train": {"dtype": "float64"}},
+    ],
+)
+def test_anything_that_changes_training_changes_the_id(sections: dict[str, Any]) -> None:
+    base = expand(job_of(population={"seeds": 1}))[0].model_id
+    assert expand(job_of(population={"seeds": 1}, **sections))[0].model_id != base
+
+
+@pytest.mark.parametrize(
+    "sections",
+    [
+        {"dataset": {"source": "adult", "groups": ["sex"]}},
+        {"name": "renamed"},
+        {"resources": {"models_per_pack": 8}},
+        {"output": {"weights": False}},
+        {"flatness": {"enabled": False}},
+        {"model": {"hidden": [64]}},  # the default spelled out
+    ],
+)
+def test_settings_that_do_not_change_training_keep_the_id(sections: dict[str, Any]) -> None:
+    base = expand(job_of(population={"seeds": 1}))[0].model_id
+    assert expand(job_of(population={"seeds": 1}, **sections))[0].model_id == base
+
+
+def test_expansion_judges_every_configuration() -> None:
+    """parse_job rejects bad combinations up front; expansion still checks each one itself."""
+    document = {
+        "name": "job",
+        "dataset": {"source": "adult"},
+        "train": {"nesterov": True},
+        "population": {"seeds": 1, "grid": {"optimizer": ["sgd", "adam"]}},
+    }
+    job = Job.model_validate(document)  # skips parse_job's combination check
+    variants = iter_variants(job)
+    assert next(variants).hparams["optimizer"] == "sgd"
+    with pytest.raises(UserError, match=r"population.grid point optimizer='adam': train.nesterov"):
+        next(variants)
+
+
+def test_cohort_judges_its_overrides() -> None:
+    job = job_of(train={"nesterov": True}, population={"seeds": 1})
+    with pytest.raises(UserError, match=r"trial 7: train.nesterov: nesterov needs optimizer"):
+        cohort(job, {"optimizer": "adam"}, trial=7)
+
+
+def test_cohort_is_one_configuration_times_the_seeds() -> None:
+    job = job_of(population={"seeds": {"init": 2, "order": 3}})
+    variants = cohort(job, {"lr": 0.05}, trial=4)
+    assert len(variants) == 6 and {v.trial for v in variants} == {4}
+    same = expand(job_of(train={"lr": 0.05}, population={"seeds": {"init": 2, "order": 3}}))
+    assert [v.model_id for v in variants] == [v.model_id for v in same]
+
+
+# --- ready-made jobs ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "models"), [("quickstart", 128), ("adult-mlp", 1024), ("compas-mlp", 1080)]
+)
+def test_ready_made_jobs_have_the_stated_counts(name: str, models: int) -> None:
+    job = load_job(JOBS / f"{name}.yaml")
+    variants = expand(job)
+    assert count_models(job) == len(variants) == models
+    assert len({v.model_id for v in variants}) == models
+    assert (
+        math.prod(len(v) for v in job.population.grid.axes().values())
+        * (job.population.seeds.count)
+        == models
+    )

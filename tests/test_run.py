@@ -1,0 +1,188 @@
+"""`rashomon run` end to end on a real embedded Ray: output schema, resume, refusal of a
+different job, determinism, and a driver killed with SIGKILL that resumes without loss."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from safetensors import safe_open
+
+from engine.cli import main
+
+JOB = """
+name: tiny
+dataset: {source: wine, split: {val: 0.25, test: 0.25, seed: 1}}
+model: {family: mlp, hidden: [8], activation: relu}
+train: {epochs: 3, batch_size: 16, optimizer: sgd, lr: 0.05, momentum: 0.9}
+population:
+  seeds: {init: 3, order: 2, data: 2}
+  grid: {lr: [0.05, 1000000.0], dropout: [0.0, 0.3]}
+resources: {cpus_per_worker: 1, models_per_pack: 5}
+output: {predictions: [val, test], weights: true}
+"""
+N_MODELS = 3 * 2 * 2 * 2 * 2
+
+
+def write_job(tmp_path: Path, text: str = JOB, name: str = "job.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished_run(ray_cluster, tmp_path_factory):
+    root = tmp_path_factory.mktemp("run")
+    job = write_job(root)
+    out = root / "out"
+    assert main(["run", str(job), "--out", str(out), "--quiet"]) == 0
+    return job, out
+
+
+def test_run_writes_every_model_once_with_the_spec_schema(finished_run):
+    _, out = finished_run
+    models = pd.read_parquet(out / "models")
+    assert len(models) == N_MODELS and models["model_id"].is_unique
+    for column in ["model_id", "pack_id", "init_seed", "order_seed", "data_seed", "trial",
+                   "hp_lr", "hp_dropout", "train_loss", "train_acc", "val_loss", "val_acc",
+                   "test_loss", "test_acc", "train_seconds", "status"]:  # fmt: skip
+        assert column in models.columns
+    assert models["trial"].isna().all()
+    exploded = models["hp_lr"] == 1e6
+    assert (models.loc[exploded, "status"] == "diverged").all()
+    assert (models.loc[~exploded, "status"] == "ok").all()
+    assert models.loc[~exploded, "test_acc"].min() > 0.7
+    assert len(list((out / "models").glob("*.parquet"))) == models["pack_id"].nunique()
+
+
+def test_predictions_load_into_a_models_by_examples_by_classes_array(finished_run):
+    _, out = finished_run
+    examples = pd.read_parquet(out / "examples.parquet")
+    test_ids = examples.loc[examples["split"] == "test", "example_id"].to_numpy()
+    predictions = pd.read_parquet(out / "predictions", filters=[("split", "==", "test")])
+    assert set(predictions["split"]) == {"test"}
+    n_models = predictions["model_id"].nunique()
+    assert n_models == N_MODELS and len(predictions) == n_models * len(test_ids)
+    per_model = predictions["example_id"].to_numpy().reshape(n_models, -1)
+    assert (per_model == test_ids).all()  # contiguous rows per model, in example_id order
+    probs = predictions[["prob_0", "prob_1", "prob_2"]].to_numpy().reshape(n_models, -1, 3)
+    ok = predictions.groupby("model_id", sort=False)["pred"].first().index
+    models = pd.read_parquet(out / "models").set_index("model_id").loc[ok]
+    healthy = (models["status"] == "ok").to_numpy()
+    assert np.allclose(probs[healthy].sum(-1), 1, atol=1e-5)
+    assert (predictions["pred"].to_numpy().reshape(n_models, -1)[healthy]
+            == probs[healthy].argmax(-1)).all()  # fmt: skip
+
+
+def test_examples_and_job_files_describe_the_run(finished_run):
+    _, out = finished_run
+    examples = pq.read_table(out / "examples.parquet")
+    assert examples.column_names[:3] == ["example_id", "split", "label"]
+    assert examples.num_rows == 178
+    assert (out / "job.yaml").read_text().startswith("# job_hash: ")
+
+
+def test_weights_are_safetensors_stacked_per_pack(finished_run):
+    _, out = finished_run
+    models = pd.read_parquet(out / "models")
+    pack_id = models["pack_id"].iloc[0]
+    with safe_open(str(out / "weights" / f"{pack_id}.safetensors"), "pt") as f:
+        first = f.get_tensor("layers.0.weight")
+        assert first.shape == ((models["pack_id"] == pack_id).sum(), 13, 8)
+
+
+def test_rerun_trains_nothing_and_changes_no_file(finished_run, capsys):
+    job, out = finished_run
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*.parquet")}
+    assert main(["run", str(job), "--out", str(out), "--quiet"]) == 0
+    assert f"0 models trained (0 diverged, 0 failed, {N_MODELS} already done)" in (
+        capsys.readouterr().out
+    )
+    assert before == {p: p.stat().st_mtime_ns for p in out.rglob("*.parquet")}
+
+
+def test_a_different_job_is_refused_and_the_results_stay_intact(finished_run, tmp_path, capsys):
+    _, out = finished_run
+    other = write_job(tmp_path, JOB.replace("epochs: 3", "epochs: 4"))
+    before = {p: p.read_bytes() for p in out.rglob("*.parquet")}
+    assert main(["run", str(other), "--out", str(out), "--quiet"]) == 2
+    error = capsys.readouterr().err
+    assert "different job" in error and "Traceback" not in error
+    assert before == {p: p.read_bytes() for p in out.rglob("*.parquet")}
+
+
+def test_same_job_twice_gives_bitwise_identical_predictions(finished_run, tmp_path):
+    job, out = finished_run
+    again = tmp_path / "again"
+    assert main(["run", str(job), "--out", str(again), "--quiet"]) == 0
+    columns = ["model_id", "example_id", "split", "prob_0", "prob_1", "prob_2"]
+    first = pd.read_parquet(out / "predictions", columns=columns)
+    second = pd.read_parquet(again / "predictions", columns=columns)
+    order = ["split", "model_id", "example_id"]
+    first = first.sort_values(order).reset_index(drop=True)
+    second = second.sort_values(order).reset_index(drop=True)
+    pd.testing.assert_frame_equal(first, second, check_exact=True)
+
+
+def test_status_counts_done_and_diverged(finished_run, capsys):
+    _, out = finished_run
+    assert main(["status", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert f"done     {N_MODELS:>8} ({N_MODELS // 2} ok, {N_MODELS // 2} diverged)" in text
+    assert "pending         0" in text
+
+
+def test_dry_run_plans_and_writes_nothing(ray_cluster, tmp_path, capsys):
+    job = write_job(tmp_path)
+    out = tmp_path / "never"
+    assert main(["run", str(job), "--out", str(out), "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert f"{N_MODELS} models, {N_MODELS} to train" in text and "estimated output" in text
+    assert not out.exists()
+
+
+def test_bad_job_exits_2_with_one_line_and_no_traceback(tmp_path, capsys):
+    job = write_job(tmp_path, JOB.replace("epochs: 3", "epochs: -3"))
+    assert main(["run", str(job), "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert "train.epochs" in error and "Traceback" not in error
+    assert not (tmp_path / "out").exists()
+
+
+def _pack_files(out: Path) -> list[Path]:
+    folder = out / "models"
+    return list(folder.glob("*.parquet")) if folder.exists() else []
+
+
+def test_driver_killed_with_sigkill_resumes_with_every_model_exactly_once(ray_cluster, tmp_path):
+    job = write_job(tmp_path, JOB.replace("epochs: 3", "epochs: 60"))
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "engine.cli", "run", str(job), "--out", str(out), "--quiet"]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    driver = subprocess.Popen(command, env=env, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 240
+    while len(_pack_files(out)) < 2 and driver.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    finished_before = len(_pack_files(out))
+    assert 0 < finished_before < N_MODELS / 5, "the kill should land mid-run"
+    assert main(["run", str(job), "--out", str(out), "--quiet"]) == 0
+    models = pd.read_parquet(out / "models")
+    assert len(models) == N_MODELS and models["model_id"].is_unique
+    predictions = pd.read_parquet(out / "predictions", columns=["model_id", "split"])
+    assert predictions.groupby("split")["model_id"].nunique().to_dict() == {
+        "test": N_MODELS,
+        "val": N_MODELS,
+    }
+    assert not list(out.rglob(".*.tmp"))
