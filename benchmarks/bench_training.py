@@ -7,7 +7,7 @@ FLOP utilisation is divided by is measured here too, so every figure is a ratio 
 
     MFU = 6 x parameters x samples seen / seconds / peak
 
-Usage: python benchmarks/bench_training.py [--models 128] [--epochs 3] [--threads 2]
+Usage: python benchmarks/bench_training.py [--models 128] [--epochs 5] [--threads 2]
 """
 
 from __future__ import annotations
@@ -71,8 +71,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=int, default=128)
     parser.add_argument("--sequential-models", type=int, default=8)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--pack-size", type=int, default=64)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--pack-size", type=int, default=54)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
 

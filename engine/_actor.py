@@ -8,7 +8,6 @@ itself, straight into the results folder, so predictions never travel back throu
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import torch
@@ -73,7 +72,6 @@ class PackTrainer:
             "models": len(pack),
             "diverged": result.status.count("diverged"),
             "seconds": result.seconds,
-            "pid": os.getpid(),
         }
 
 

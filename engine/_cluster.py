@@ -24,7 +24,6 @@ def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: i
 
     if ray.is_initialized():
         return ray
-    kwargs = {"logging_level": "ERROR", "log_to_driver": True}
     try:
         if address is None:
             ray.init(
@@ -32,10 +31,10 @@ def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: i
                 include_dashboard=False,
                 num_cpus=num_cpus,
                 num_gpus=num_gpus,
-                **kwargs,
+                logging_level="ERROR",
             )
         else:
-            ray.init(address=address, **kwargs)
+            ray.init(address=address, logging_level="ERROR")
     except ConnectionError as error:
         raise UserError(
             f"--address {address}: cannot reach a Ray cluster there ({error}); start one with "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from engine._store import ResultsDir
-from jobs import UserError, count_models, parse_job
+from jobs import UserError, count_models, load_job
 
 
 def describe_status(root: Path) -> tuple[str, int]:
@@ -16,9 +16,7 @@ def describe_status(root: Path) -> tuple[str, int]:
             f"{root}: not a rashomon results folder (no job.yaml); give the --out "
             "folder of a `rashomon run`"
         )
-    import yaml
-
-    job = parse_job(yaml.safe_load(results.job_file.read_text()), str(results.job_file))
+    job = load_job(results.job_file)
     total = count_models(job)
     recorded = results.recorded_models()
     counts = recorded["status"].value_counts()

@@ -129,6 +129,12 @@ _BUILTINS: dict[str, _Builtin] = {
 }
 
 
+def builtin_target(name: str) -> str | None:
+    """The target column of a built-in dataset, or None if ``name`` is no built-in."""
+    builtin = _BUILTINS.get(name)
+    return builtin.target if builtin else None
+
+
 @dataclass(frozen=True)
 class DatasetInfo:
     """One built-in dataset as ``rashomon datasets`` lists it.

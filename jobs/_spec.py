@@ -43,6 +43,7 @@ from pydantic import (
     model_validator,
 )
 
+from jobs._datasets import builtin_target
 from jobs._errors import UserError
 
 __all__ = [
@@ -305,10 +306,13 @@ class DatasetConfig(_Section):
         return exclude
 
     def identity(self) -> dict[str, Any]:
-        """What determines the training data, for model ids; `groups` is not part of it."""
+        """What determines the training data, for model ids; `groups` is not part of it.
+
+        A built-in's target is filled in, so omitting it and naming it give the same ids.
+        """
         return {
             "source": self.source,
-            "target": self.target,
+            "target": self.target or builtin_target(self.source),
             "exclude": sorted(self.exclude),
             "split": self.split.model_dump(mode="json"),
         }
