@@ -37,8 +37,11 @@ def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: i
             ray.init(address=address, logging_level="ERROR")
     except ConnectionError as error:
         raise UserError(
-            f"--address {address}: cannot reach a Ray cluster there ({error}); start one with "
-            "`ray start --head`, or omit --address (and unset RAY_ADDRESS) for an embedded Ray"
+            f"--address {address}: cannot join a Ray cluster there ({error}); if the cluster "
+            "uses token authentication (`ray start` enables it from Ray 2.59), set "
+            "RAY_AUTH_MODE=token (the token comes from RAY_AUTH_TOKEN or ~/.ray/auth_token); "
+            "else start one with `ray start --head`, or omit --address and unset RAY_ADDRESS "
+            "for an embedded Ray"
         ) from None
     return ray
 
