@@ -122,15 +122,15 @@ class _Scheduler:
                 for index, actor in enumerate(self.actors):
                     while queue and load[index] < IN_FLIGHT_PER_WORKER:
                         pack = queue.popleft()
-                        in_flight[actor.train.remote(pack)] = (pack, index)
+                        in_flight[actor.train.remote(pack)] = (pack, index, actor)
                         load[index] += 1
                 ready, _ = self.ray.wait(list(in_flight), num_returns=1)
-                pack, index = in_flight.pop(ready[0])
+                pack, index, actor = in_flight.pop(ready[0])
                 load[index] -= 1
                 try:
                     outcome = self.ray.get(ready[0])
                 except self.ray.exceptions.RayActorError:
-                    self._replace_actor(index)
+                    self._replace_actor(index, actor)
                     self._retry_or_fail(pack, attempts, queue, "its worker died", progress)
                 except self.ray.exceptions.RayTaskError as error:
                     self._retry_or_fail(pack, attempts, queue, _short(error), progress)
@@ -139,9 +139,11 @@ class _Scheduler:
                     self.summary.diverged += outcome["diverged"]
                     progress.update(outcome["models"])
 
-    def _replace_actor(self, index: int) -> None:
-        self.ray.kill(self.actors[index], no_restart=True)
-        self.actors[index] = self.new_actor()
+    def _replace_actor(self, index: int, dead) -> None:
+        """Replace a dead actor once, however many of its packs report its death."""
+        if self.actors[index] is dead:
+            self.ray.kill(dead, no_restart=True)
+            self.actors[index] = self.new_actor()
 
     def _retry_or_fail(self, pack, attempts, queue, reason, progress) -> None:
         attempts[pack.pack_id] += 1
