@@ -4,6 +4,7 @@ different job, determinism, and a driver killed with SIGKILL that resumes withou
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -186,3 +187,40 @@ def test_driver_killed_with_sigkill_resumes_with_every_model_exactly_once(ray_cl
         "val": N_MODELS,
     }
     assert not list(out.rglob(".*.tmp"))
+
+
+def test_failed_models_are_reported_and_only_they_are_trained_again(finished_run, tmp_path, capsys):
+    from engine._driver import pending_models
+    from engine._plan import plan_packs
+    from engine._store import ResultsDir
+    from engine._tables import models_table
+    from jobs import expand, load_job
+
+    job_file, out = finished_run
+    job = load_job(job_file)
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    results = ResultsDir(copy)
+    victim_pack = pd.read_parquet(copy / "models")["pack_id"].iloc[0]
+    for folder in ("models", "predictions"):
+        (copy / folder / f"{victim_pack}.parquet").unlink()
+    (copy / "weights" / f"{victim_pack}.safetensors").unlink()
+    pending, total, _ = pending_models(job, results)
+    [pack] = plan_packs(pending, job.train, len(pending), 13, 3)
+    failed = models_table(pack, ["failed"] * len(pack), None, 0.0, "boom")
+    results.write_pack(pack.pack_id, failed)
+
+    assert main(["status", str(copy)]) == 1
+    text = capsys.readouterr().out
+    assert f"failed   {len(pack):>8}" in text and f"pack {pack.pack_id}" in text and "boom" in text
+    still_pending, _, failed_packs = pending_models(job, results)
+    assert {v.model_id for v in still_pending} == {m.model_id for m in pack.models}
+    assert failed_packs == {pack.pack_id} and total == len(expand(job))
+
+    assert main(["run", str(job_file), "--out", str(copy), "--quiet"]) == 0
+    assert f"{len(pack)} models trained" in capsys.readouterr().out
+    models = pd.read_parquet(copy / "models")
+    assert len(models) == N_MODELS and models["model_id"].is_unique
+    assert set(models["status"]) == {"ok", "diverged"}
+    rewritten = pd.read_parquet(copy / "models" / f"{pack.pack_id}.parquet")
+    assert rewritten["error"].isna().all()
