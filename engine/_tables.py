@@ -13,21 +13,16 @@ import pyarrow as pa
 
 from engine._plan import Pack
 from engine._trainer import SPLITS, PackResult
+from jobs import HYPERPARAMETERS
 
-HYPERPARAMETER_TYPES: dict[str, pa.DataType] = {
-    "family": pa.string(),
-    "hidden": pa.string(),
-    "activation": pa.string(),
-    "dropout": pa.float64(),
-    "epochs": pa.int64(),
-    "batch_size": pa.int64(),
-    "optimizer": pa.string(),
-    "lr": pa.float64(),
-    "momentum": pa.float64(),
-    "nesterov": pa.bool_(),
-    "weight_decay": pa.float64(),
-    "schedule": pa.string(),
+_ARROW_TYPES: dict[type, pa.DataType] = {
+    str: pa.string(),
+    tuple: pa.string(),  # hidden sizes, written as "[64, 32]"
+    float: pa.float64(),
+    int: pa.int64(),
+    bool: pa.bool_(),
 }
+HYPERPARAMETER_TYPES = {name: _ARROW_TYPES[hp.type] for name, hp in HYPERPARAMETERS.items()}
 METRICS = [f"{split}_{kind}" for split in SPLITS for kind in ("loss", "acc")]
 
 MODELS_SCHEMA = pa.schema(
