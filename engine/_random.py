@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 
+import numpy as np
 import torch
 
 INIT = "init"
@@ -28,3 +29,8 @@ def stream_seed(stream: str, seed: int, *counters: int) -> int:
 def generator(stream: str, seed: int, *counters: int, device: torch.device | str = "cpu"):
     """A fresh generator for one model's stream (e.g. ``generator(ORDER, 3, epoch)``)."""
     return torch.Generator(device=device).manual_seed(stream_seed(stream, seed, *counters))
+
+
+def numpy_generator(stream: str, seed: int, *counters: int) -> np.random.Generator:
+    """A fresh PCG64 generator for one model's stream, for draws made on every step."""
+    return np.random.Generator(np.random.PCG64(stream_seed(stream, seed, *counters)))

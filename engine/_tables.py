@@ -114,6 +114,3 @@ def predictions_table(
     if not parts:
         return predictions_schema(n_classes).empty_table()
     return pa.concat_tables(parts)
-
-
-__all__ = ["METRICS", "MODELS_SCHEMA", "models_table", "predictions_schema", "predictions_table"]

@@ -93,7 +93,6 @@ class PackResult:
     metrics: dict[str, np.ndarray]  # "{split}_loss", "{split}_acc" -> (M,) float64
     probabilities: dict[str, np.ndarray]  # split -> (M, n_split, C) float32
     parameters: dict[str, torch.Tensor]  # final stacked parameters, on CPU
-    initial_parameters: dict[str, torch.Tensor]
     seconds: float
 
 
@@ -113,7 +112,6 @@ def train_pack(
         settings.activation,
     )
     params = init_parameters(arch, [m.init_seed for m in models], dtype, device)
-    initial = [p.detach().clone() for p in params]
     per_model = {
         name: torch.tensor([getattr(m, name) for m in models], dtype=dtype, device=device)
         for name in PER_MODEL_HPARAMS
@@ -136,7 +134,6 @@ def train_pack(
         metrics=metrics,
         probabilities=probabilities,
         parameters={n: p.detach().cpu() for n, p in zip(names, params, strict=True)},
-        initial_parameters={n: p.cpu() for n, p in zip(names, initial, strict=True)},
         seconds=time.perf_counter() - start,
     )
 
@@ -171,12 +168,15 @@ def _lr_factor(schedule: str, step: int, total_steps: int) -> float:
 
 
 def _dropout_masks(arch, models, generators, dropout, batch, dtype, device):
-    """One scaled mask per hidden layer, drawn from each model's own order-seeded stream."""
+    """One scaled mask per hidden layer, drawn from each model's own order-seeded stream.
+
+    The uniforms come from NumPy's PCG64, which draws float32 several times faster than torch's
+    CPU Mersenne Twister; at ~10^6 draws per step that is most of a dropout pack's overhead."""
     keep = (1.0 - dropout).view(-1, 1, 1)
     masks = []
     for width in arch.hidden:
-        uniform = torch.stack([torch.rand(batch, width, generator=g) for g in generators])
-        uniform = uniform.to(device=device, dtype=dtype)
+        uniform = np.stack([g.random((batch, width), dtype=np.float32) for g in generators])
+        uniform = torch.from_numpy(uniform).to(device=device, dtype=dtype)
         masks.append((uniform < keep).to(dtype) / keep)
     return masks
 
@@ -189,7 +189,7 @@ def _fit(settings, arch, models, data, params, optimizer, dropout) -> torch.Tens
     steps_per_epoch = math.ceil(n_train / batch)
     total_steps = settings.epochs * steps_per_epoch
     use_dropout = bool((dropout > 0).any()) and bool(arch.hidden)
-    dropout_generators = [_random.generator(_random.DROPOUT, m.order_seed) for m in models]
+    dropout_generators = [_random.numpy_generator(_random.DROPOUT, m.order_seed) for m in models]
     alive = torch.ones(n_models, dtype=torch.bool, device=device)
     for p in params:
         p.requires_grad_(True)

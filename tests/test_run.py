@@ -142,7 +142,7 @@ def test_status_counts_done_and_diverged(finished_run, capsys):
     assert "pending         0" in text
 
 
-def test_dry_run_plans_and_writes_nothing(ray_cluster, tmp_path, capsys):
+def test_dry_run_plans_and_writes_nothing(tmp_path, capsys):
     job = write_job(tmp_path)
     out = tmp_path / "never"
     assert main(["run", str(job), "--out", str(out), "--dry-run"]) == 0
