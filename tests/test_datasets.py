@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -372,10 +371,8 @@ def test_builtin_listing_matches_the_files() -> None:
     assert "race" in infos["compas"].groups and "sex" in infos["compas"].groups
 
 
-def test_adult_groups_missing_values_and_speed() -> None:
-    start = time.perf_counter()
+def test_adult_groups_and_missing_values() -> None:
     ds = prepare("adult", target=None, groups=("sex", "race"), exclude=("sex", "race"))
-    assert time.perf_counter() - start < 3.0  # about 0.2 s; generous for slow CI machines
     assert ds.classes == ("<=50K", ">50K")
     assert sorted(ds.groups["sex"].unique()) == ["Female", "Male"]
     assert ds.groups["race"].nunique() == 5
