@@ -1,4 +1,59 @@
-"""What a population means: Rashomon sets, multiplicity, flatness analysis.
+"""What a population means: Rashomon sets, predictive multiplicity and where it comes from.
 
-Not built yet: this package lands with issue #3.
+Everything reads a results folder written by ``rashomon run`` (SPEC §5) or plain arrays, so the
+measures work in a notebook without the engine::
+
+    from analysis import analyze, open_results
+    results = open_results("results/adult-mlp")
+    report = analyze(results, epsilon=0.01)
+    report.to_json()["disagreement"]
 """
+
+from analysis._analyze import Analysis, analyze
+from analysis._capacity import rashomon_capacity
+from analysis._decomposition import design_factors, source_decomposition
+from analysis._measures import (
+    ambiguity,
+    ambiguous_examples,
+    disagreement,
+    discrepancy,
+    flip_rates,
+    obscurity,
+    pattern_count,
+    pattern_rashomon_ratio,
+    predicted_classes,
+    score_std,
+    self_consistency,
+    viable_prediction_range,
+)
+from analysis._multiplicity import ExampleMeasures, example_measures, multiplicity
+from analysis._rashomon_set import RashomonSet, metric_values, rashomon_set
+from analysis._results import Results, open_results
+
+__all__ = [
+    "Analysis",
+    "ExampleMeasures",
+    "RashomonSet",
+    "Results",
+    "ambiguity",
+    "ambiguous_examples",
+    "analyze",
+    "design_factors",
+    "disagreement",
+    "discrepancy",
+    "example_measures",
+    "flip_rates",
+    "metric_values",
+    "multiplicity",
+    "obscurity",
+    "open_results",
+    "pattern_count",
+    "pattern_rashomon_ratio",
+    "predicted_classes",
+    "rashomon_capacity",
+    "rashomon_set",
+    "score_std",
+    "self_consistency",
+    "source_decomposition",
+    "viable_prediction_range",
+]

@@ -51,6 +51,18 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("dir", type=Path)
     status.set_defaults(command=_status)
 
+    analyze = commands.add_parser(
+        "analyze", help="Rashomon set, predictive multiplicity and where it comes from"
+    )
+    _set_options(analyze)
+    analyze.add_argument("--json", action="store_true", help="one JSON object (SPEC §6 keys)")
+    analyze.set_defaults(command=_analyze)
+
+    report = commands.add_parser("report", help="a self-contained HTML report with plots")
+    _set_options(report)
+    report.add_argument("--html", type=Path, help="output file (default DIR/report.html)")
+    report.set_defaults(command=_report)
+
     datasets = commands.add_parser("datasets", help="the built-in datasets")
     datasets.set_defaults(command=_datasets)
     return parser
@@ -79,6 +91,54 @@ def _status(args) -> int:
     text, failed = describe_status(args.dir)
     print(text)
     return 1 if failed else 0
+
+
+def _set_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dir", help="results folder: a path or a pyarrow.fs URL (s3://...)")
+    parser.add_argument(
+        "--epsilon", type=float, default=0.01, help="Rashomon set tolerance (default 0.01)"
+    )
+    parser.add_argument(
+        "--metric", default="val_err", help="loss-like models column (default val_err)"
+    )
+    parser.add_argument(
+        "--relative", action="store_true", help="admit L <= (1 + ε)·L* instead of L* + ε"
+    )
+    parser.add_argument("--split", default="test", help="split to measure on (default test)")
+    parser.add_argument("--baseline", help="model_id of the reference model (default: the best)")
+
+
+def _analysis(args, results=None):
+    from analysis import analyze
+
+    return analyze(
+        results or args.dir,
+        args.epsilon,
+        args.metric,
+        relative=args.relative,
+        split=args.split,
+        baseline=args.baseline,
+    )
+
+
+def _analyze(args) -> int:
+    import json
+
+    from analysis._analyze import format_table
+
+    analysis = _analysis(args)
+    print(json.dumps(analysis.to_json(), indent=2) if args.json else format_table(analysis))
+    return 0
+
+
+def _report(args) -> int:
+    from analysis import open_results
+    from analysis._report import write_report
+
+    results = open_results(args.dir)
+    target = write_report(results, _analysis(args, results), args.html)
+    print(f"report written to {target}")
+    return 0
 
 
 def _datasets(args) -> int:

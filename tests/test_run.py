@@ -3,7 +3,9 @@ different job, determinism, and a driver killed with SIGKILL that resumes withou
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -140,6 +142,26 @@ def test_status_counts_done_and_diverged(finished_run, capsys):
     text = capsys.readouterr().out
     assert f"done     {N_MODELS:>8} ({N_MODELS // 2} ok, {N_MODELS // 2} diverged)" in text
     assert "pending         0" in text
+
+
+def test_analyze_and_report_cover_the_trained_population(finished_run, capsys, tmp_path):
+    _, out = finished_run
+    assert main(["analyze", str(out), "--json", "--epsilon", "0.05"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    models = pd.read_parquet(out / "models")
+    assert result["n_models"] == (models["status"] == "ok").sum() == N_MODELS // 2
+    assert result["excluded_models"] == {"diverged": N_MODELS // 2}
+    assert 1 <= result["rashomon_set_size"] <= result["n_models"]
+    assert (
+        result["n_examples"] == (pd.read_parquet(out / "examples.parquet")["split"] == "test").sum()
+    )
+    assert set(result["source_decomposition"]) >= {"init", "order", "data", "remainder"}
+    assert 1 <= result["rashomon_capacity_mean"] <= result["rashomon_capacity_max"] <= 3
+    page = tmp_path / "report.html"
+    assert main(["report", str(out), "--epsilon", "0.05", "--html", str(page)]) == 0
+    text = page.read_text()
+    assert text.count("<svg") == 5 and "pool-based" in text
+    assert not re.search(r"(src|href)=\"(https?:)?//|url\([^#]", text)  # nothing fetched
 
 
 def test_dry_run_plans_and_writes_nothing(tmp_path, capsys):

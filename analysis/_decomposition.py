@@ -1,0 +1,132 @@
+"""Where disagreement comes from: a sums-of-squares split of prediction variance over the design.
+
+For every example x the variance over the models of p_h(x) (summed over classes) is split into the
+main effect of each axis of the population's design — the ``init``, ``order`` and ``data`` seeds and
+every hyperparameter that varies — plus a remainder (interactions and noise). Each axis is coded as
+a categorical factor and its sum of squares is the squared norm of the projection of the centred
+values onto that factor's indicator space, after projecting out the axes before it (sequential,
+"type I", sums of squares in the order init, order, data, then hyperparameters as in the
+``models`` table). For a balanced factorial design the factor spaces are orthogonal, so the order
+does not matter and each share is the classical main effect Σ_level n_level (mean_level − mean)².
+A Rashomon set cut out of a factorial population is usually unbalanced, hence the sequential form.
+
+Axes that split the models identically cannot be told apart (``seeds: N`` pairs init = order; the
+hyperparameters of one random draw all change together); they are reported as one axis named
+``"init+order"``, ``"lr+weight_decay"``. Shares are per example, then averaged over the examples
+on which the models' probabilities vary at all (standard deviation above 1e-5, well above float32
+rounding); an example on which every model agrees has no variance to attribute.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+
+SEED_AXES = {"init": "init_seed", "order": "order_seed", "data": "data_seed"}
+REMAINDER = "remainder"
+MIN_VARIANCE = 1e-10
+_RANK_TOLERANCE = 1e-8
+
+
+def design_factors(models: pd.DataFrame) -> pd.DataFrame:
+    """The design axes of ``models`` rows, in decomposition order, named without prefixes."""
+    columns = {axis: models[column] for axis, column in SEED_AXES.items()}
+    for column in models.columns:
+        if column.startswith("hp_"):
+            columns[column[3:]] = models[column]
+    return pd.DataFrame(columns).reset_index(drop=True)
+
+
+class SourceDecomposition:
+    """Sequential main-effect sums of squares for one design, applied to chunks of examples."""
+
+    def __init__(self, factors: pd.DataFrame) -> None:
+        self.n_models = len(factors)
+        self.axes = _merge_aliased_axes(factors)
+        basis = np.full((self.n_models, 1), 1.0 / np.sqrt(self.n_models))
+        block_sizes = []
+        for codes in self.axes.values():
+            indicators = np.zeros((self.n_models, codes.max() + 1))
+            indicators[np.arange(self.n_models), codes] = 1.0
+            indicators -= basis @ (basis.T @ indicators)
+            left, singular, _ = np.linalg.svd(indicators, full_matrices=False)
+            block = left[:, singular > _RANK_TOLERANCE]
+            block_sizes.append(block.shape[1])
+            basis = np.hstack([basis, block])
+        self._basis = basis[:, 1:]  # the constant column is removed by centring
+        self._block_starts = np.cumsum([0, *block_sizes[:-1]])
+        self._share_sums = np.zeros(len(self.axes) + 1)
+        self._n_varying = 0
+
+    def add(self, probabilities: np.ndarray) -> None:
+        """Accumulate the per-example shares of a chunk (models, examples, classes)."""
+        values = np.asarray(probabilities, np.float64)
+        n_models, n_examples, n_classes = values.shape
+        centred = (values - values.mean(axis=0)).reshape(n_models, -1)
+        total = np.square(centred).reshape(n_models, n_examples, n_classes).sum(axis=(0, 2))
+        varying = total / n_models > MIN_VARIANCE
+        if not varying.any():
+            return
+        if self.axes:
+            projected = np.square(self._basis.T @ centred).reshape(-1, n_examples, n_classes)
+            explained = np.add.reduceat(projected.sum(axis=2), self._block_starts, axis=0)
+            shares = explained[:, varying] / total[varying]
+        else:
+            shares = np.zeros((0, int(varying.sum())))
+        remainder = np.clip(1.0 - shares.sum(axis=0), 0.0, None)
+        self._share_sums += np.append(shares.sum(axis=1), remainder.sum())
+        self._n_varying += int(varying.sum())
+
+    def shares(self) -> dict[str, float]:
+        """Share of prediction variance per axis and the remainder, averaged over examples.
+
+        Seed axes that do not vary are listed with share 0, so ``init``, ``order`` and ``data``
+        are always there (unless merged into an aliased axis such as ``init+order``).
+        """
+        names = [*self.axes, REMAINDER]
+        means = self._share_sums / max(self._n_varying, 1)
+        shares = {name: float(share) for name, share in zip(names, means, strict=True)}
+        covered = {part for name in self.axes for part in name.split("+")}
+        constant = {axis: 0.0 for axis in SEED_AXES if axis not in covered}
+        return constant | shares
+
+
+def source_decomposition(
+    probabilities: np.ndarray, factors: pd.DataFrame, chunk_examples: int = 1024
+) -> dict[str, float]:
+    """Shares of prediction variance per design axis (SPEC §6) for an in-memory population.
+
+    ``probabilities`` is (models, examples, classes); ``factors`` has one row per model and one
+    column per axis (see `design_factors`).
+    """
+    decomposition = SourceDecomposition(factors)
+    for start in range(0, probabilities.shape[1], chunk_examples):
+        decomposition.add(probabilities[:, start : start + chunk_examples])
+    return decomposition.shares()
+
+
+def _merge_aliased_axes(factors: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Integer codes per axis with two or more levels; identically-splitting axes merged."""
+    merged: dict[str, np.ndarray] = {}
+    for name in factors.columns:
+        codes = pd.factorize(factors[name].astype(str), sort=True)[0]
+        if codes.max(initial=0) < 1:
+            continue
+        alias = next((key for key, seen in merged.items() if _same_partition(seen, codes)), None)
+        if alias is None:
+            merged[name] = codes
+        else:
+            merged[f"{alias}+{name}"] = merged.pop(alias)
+    return _in_order(merged, factors.columns)
+
+
+def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    pairs = len(set(zip(a.tolist(), b.tolist(), strict=True)))
+    return pairs == a.max() + 1 == b.max() + 1
+
+
+def _in_order(merged: dict[str, np.ndarray], columns: Iterable[str]) -> dict[str, np.ndarray]:
+    position = {name: i for i, name in enumerate(columns)}
+    return dict(sorted(merged.items(), key=lambda item: position[item[0].split("+")[0]]))
