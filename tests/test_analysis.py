@@ -262,3 +262,14 @@ def test_results_open_through_urls(folder):
     assert analyze("memory://copy", epsilon=0.05).to_json() == local
     with pytest.raises(UserError, match="cannot open this results URL"):
         open_results("nosuchscheme://bucket/results")
+
+
+def test_epsilon_zero_with_a_unique_best_model_gives_zero_multiplicity(folder):
+    root, _, _ = folder
+    result = analyze(root, epsilon=0.0).to_json()
+    assert result["rashomon_set_size"] == 1
+    for name in ("ambiguity", "discrepancy", "obscurity", "disagreement", "vpr_mean",
+                 "score_std_mean"):  # fmt: skip
+        assert result[name] == 0.0, name
+    assert result["rashomon_capacity_max"] == 1.0 and result["self_consistency"] == 1.0
+    assert set(result["source_decomposition"].values()) == {0.0}
