@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from analysis._decomposition import SourceDecomposition, design_factors
+from analysis._flatness import disagreement_with_set, flatness_statistics, flatness_summary
 from analysis._measures import predicted_classes
 from analysis._multiplicity import MEASURES, ExampleMeasures
 from analysis._rashomon_set import DEFAULT_EPSILON, DEFAULT_METRIC, RashomonSet, rashomon_set
@@ -96,6 +97,11 @@ def analyze(
         }
         for column in results.group_columns
     }
+    flatness = {}
+    if flatness_statistics(results.models):
+        flatness = flatness_summary(
+            results.models, chosen.model_ids, disagreement_with_set(measures.set_predictions)
+        )
     return Analysis(
         rashomon_set=chosen,
         split=split,
@@ -104,6 +110,7 @@ def analyze(
         overall=measures.summary(),
         subgroups=subgroups,
         source_decomposition=decomposition.shares(),
+        flatness=flatness,
     )
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from analysis._analyze import Analysis
+from analysis._connectivity import connectivity_section
 from analysis._curves import epsilon_curve, model_count_curve
 from analysis._multiplicity import MEASURES
 from analysis._rashomon_set import metric_values, rashomon_set
@@ -27,6 +28,19 @@ POOL_NOTE = (
     "Rashomon ratios here are pool-based — shares of the models that were trained — not the "
     "volumetric ratio of Semenova, Rudin & Parr (2022)."
 )
+FLATNESS_LABELS = {
+    "grad_norm": "gradient norm ‖∇L‖₂ (nats / parameter)",
+    "hessian_trace": "Hessian trace tr ∇²L (nats / parameter²)",
+    "hessian_trace_se": "s.e. of the Hessian trace (nats / parameter²)",
+    "hessian_top_eig": "top Hessian eigenvalue (nats / parameter²)",
+    "hessian_trace_adaptive": "adaptive trace tr(D ∇²L D) (nats)",
+    "fisher_trace": "Fisher / GGN trace (nats / parameter²)",
+    "sam_sharpness": "SAM sharpness (loss increase, nats)",
+    "asam_sharpness": "ASAM sharpness (loss increase, nats)",
+    "avg_sharpness": "average sharpness (loss increase, nats)",
+    "weight_norm": "weight norm ‖w‖₂ (parameter units)",
+    "dist_from_init": "distance from init ‖w − w₀‖₂ (parameter units)",
+}
 _STYLE = """
 body{font:15px/1.45 system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.6em}h2{font-size:1.25em;margin-top:2em;border-bottom:1px solid #ccc}
@@ -70,6 +84,8 @@ def render_report(analysis: Analysis, results: Results) -> str:
         _subgroup_section(analysis),
         "<h2>Flatness</h2>",
         _flatness_section(analysis, results),
+        "<h2>Linear mode connectivity</h2>",
+        connectivity_section(results, analysis),
     ]
     title = html.escape(f"Rashomon report: {chosen.size} models")
     return (
@@ -209,18 +225,69 @@ def _subgroup_section(analysis: Analysis) -> str:
 
 
 def _flatness_section(analysis: Analysis, results: Results) -> str:
-    if "hessian_trace" not in results.models.columns:
+    summary = analysis.flatness
+    if not summary:
         return (
-            "<p>No flatness statistics in this run's models table (they are not computed yet; "
-            "see the README).</p>"
+            "<p>No flatness statistics in this run's models table: the job set "
+            "<code>flatness: {enabled: false}</code>, or the run predates them. "
+            "<code>rashomon flatness DIR</code> computes them from saved weights.</p>"
         )
+    statistics = list(summary["statistics"])
     ok = results.models[results.models["status"] == "ok"]
-    inside = ok["model_id"].isin(analysis.rashomon_set.model_ids)
-    figure, axes = _figure(1, 1)
-    axes.scatter(ok["hessian_trace"], ok["test_acc"], c=np.where(inside, "C3", "#999"), s=8)
-    axes.set(xlabel="Hessian trace (per example loss)", ylabel="test accuracy (fraction)",
-             xscale="symlog")  # fmt: skip
-    return _svg(figure)
+    inside = ok["model_id"].isin(analysis.rashomon_set.model_ids).to_numpy()
+    n_rows = -(-len(statistics) // 4)
+    figure, panels = _figure(n_rows, 4, height=2.9 * n_rows)
+    panels = np.ravel(panels)
+    for axes, name in zip(panels, statistics, strict=False):
+        for members, color, label in ((~inside, "#999", "other ok models"),
+                                      (inside, "C3", "Rashomon set")):  # fmt: skip
+            axes.scatter(ok.loc[members, name], ok.loc[members, "test_acc"], c=color, s=6,
+                         label=label)  # fmt: skip
+        _flatness_scale(axes, ok[name].to_numpy(dtype=float, na_value=np.nan))
+        axes.set(xlabel=FLATNESS_LABELS[name], ylabel="test accuracy (fraction)")
+    panels[0].legend(fontsize=7)
+    for axes in panels[len(statistics) :]:
+        axes.set_axis_off()
+    table = pd.DataFrame.from_dict(
+        {
+            name: {
+                "models": entry["n_models"],
+                "τ test acc": entry["tau_test_acc"],
+                "Ψ test acc": entry["granulated_tau_test_acc"]["mean"],
+                "τ gap": entry["tau_generalization_gap"],
+                "Ψ gap": entry["granulated_tau_generalization_gap"]["mean"],
+                "τ disagreement": entry["tau_disagreement"],
+                "mean in set": entry["inside_mean"],
+                "mean outside": entry["outside_mean"],
+            }
+            for name, entry in summary["statistics"].items()
+        },
+        orient="index",
+        dtype=float,
+    ).astype({"models": int})
+    axes_text = ", ".join(summary["axes"]) or "none vary"
+    return (
+        _svg(figure)
+        + _table(table.rename_axis("statistic").reset_index())
+        + '<p class="note">Kendall τ-b over the ok models with test accuracy and with the '
+        "generalisation gap (val_loss − train_loss); Ψ: the granulated τ of Jiang et al. (2020), "
+        f"the mean over hyperparameter axes ({html.escape(axes_text)}) of τ among models that "
+        "differ in that axis alone (same other hyperparameters and seeds); τ disagreement: with "
+        "each set member's disagreement with the rest of the Rashomon set. A sharpness statistic "
+        "that predicts generalisation has τ &lt; 0 with accuracy and τ &gt; 0 with the gap. "
+        "L is the mean cross-entropy (nats) on the curvature set.</p>"
+    )
+
+
+def _flatness_scale(axes, values: np.ndarray) -> None:
+    """Log x for positive values over more than two decades, symlog if some are ≤ 0."""
+    magnitudes = np.abs(values[np.isfinite(values) & (values != 0)])
+    if len(magnitudes) == 0 or magnitudes.max() <= 100 * magnitudes.min():
+        return
+    if (values[np.isfinite(values)] > 0).all():
+        axes.set_xscale("log")
+    else:
+        axes.set_xscale("symlog", linthresh=float(np.quantile(magnitudes, 0.1)))
 
 
 def _table(frame: pd.DataFrame) -> str:

@@ -12,6 +12,7 @@ import json
 import numpy as np
 import torch
 
+from engine._flatness import FlatnessSettings
 from engine._plan import Pack
 from engine._store import ResultsDir
 from engine._tables import models_table, predictions_table
@@ -26,6 +27,7 @@ class PackTrainer:
         prediction_splits: tuple[str, ...],
         save_weights: bool,
         threads: int,
+        flatness: FlatnessSettings | None = None,
     ) -> None:
         torch.set_num_threads(max(1, threads))
         self.device = torch.device("cuda" if _assigned_gpu() else "cpu")
@@ -37,6 +39,7 @@ class PackTrainer:
         self.results = ResultsDir(out_dir)
         self.prediction_splits = prediction_splits
         self.save_weights = save_weights
+        self.flatness = flatness
         self._data: dict[str, TrainingData] = {}
 
     def training_data(self, dtype: str) -> TrainingData:
@@ -51,7 +54,11 @@ class PackTrainer:
         """Train ``pack``, write its files and return its counts (the driver's progress)."""
         data = self.training_data(pack.settings.dtype)
         result = train_pack(
-            pack.settings, [m.spec for m in pack.models], data, self.prediction_splits
+            pack.settings,
+            [m.spec for m in pack.models],
+            data,
+            self.prediction_splits,
+            self.flatness,
         )
         models = models_table(pack, result.status, result.metrics, result.seconds)
         predictions = predictions_table(pack, result, self.example_ids, data.n_classes)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from engine import _cluster
 from engine._actor import PackTrainer, dataset_payload
+from engine._flatness import FlatnessSettings
 from engine._plan import Pack, plan_packs
 from engine._store import ResultsDir
 from engine._tables import models_table
@@ -94,12 +95,14 @@ class _Scheduler:
         )
         data_ref = ray.put(dataset_payload(dataset))
         threads = max(1, int(resources.cpus_per_worker))
+        flatness = FlatnessSettings.from_config(job.flatness) if job.flatness.enabled else None
         self.new_actor = lambda: actor_class.remote(
             data_ref,
             str(results.root.resolve()),
             tuple(job.output.predictions),
             job.output.weights,
             threads,
+            flatness,
         )
         self.actors = [self.new_actor() for _ in range(workers)]
         self.show_progress = show_progress

@@ -101,3 +101,37 @@ def forward(
             if dropout_masks is not None:
                 hidden = hidden * dropout_masks[layer]
     return hidden
+
+
+def per_example_gradient_norms(
+    arch: Architecture,
+    params: Sequence[torch.Tensor],
+    inputs: torch.Tensor,
+    output_gradients: torch.Tensor,
+) -> torch.Tensor:
+    """‖∂(gᵀz(x))/∂θ‖² for every model and example, ``(M, n)``, in eval mode.
+
+    ``output_gradients`` g is ``(M, n, classes)``: one direction in logit space per example. A
+    dense layer's gradient for one example is the outer product of its input a and its output
+    delta δ, so its squared norm is ‖a‖²·‖δ‖² (plus ‖δ‖² for the bias): exact per-example norms
+    for the price of one backward pass, without forming per-example gradients.
+    """
+    activation = ACTIVATIONS[arch.activation]
+    n_layers = len(params) // 2
+    layer_inputs, pre_activations = [], []
+    hidden = inputs.expand(len(params[0]), *inputs.shape) if inputs.dim() == 2 else inputs
+    for layer in range(n_layers):
+        layer_inputs.append(hidden)
+        pre = torch.baddbmm(params[2 * layer + 1], hidden, params[2 * layer])
+        pre_activations.append(pre)
+        hidden = activation(pre) if layer < n_layers - 1 else pre
+    delta = output_gradients
+    total = torch.zeros(delta.shape[:2], dtype=delta.dtype, device=delta.device)
+    for layer in reversed(range(n_layers)):
+        delta_sq = delta.square().sum(-1)
+        total += delta_sq * (layer_inputs[layer].square().sum(-1) + 1.0)
+        if layer:
+            pre = pre_activations[layer - 1]
+            slope = torch.func.jvp(activation, (pre,), (torch.ones_like(pre),))[1]
+            delta = torch.bmm(delta, params[2 * layer].transpose(1, 2)) * slope
+    return total

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 
 from jobs import UserError
 
@@ -103,6 +104,27 @@ class ResultsDir:
             target = self.predictions_dir / f"{pack_id}.parquet"
             self._atomic(target, lambda p: _write_parquet(predictions, p))
         self._atomic(self.models_dir / f"{pack_id}.parquet", lambda p: _write_parquet(models, p))
+
+    def read_weights(self, pack_id: str) -> tuple[list[str], list[torch.Tensor], dict[str, str]]:
+        """A pack's saved weights: model ids, stacked ``[W0, b0, W1, b1, …]`` and the metadata
+        (``hidden``, ``activation`` as JSON/text). safetensors only: nothing is unpickled."""
+        from safetensors import safe_open
+
+        path = self.weights_dir / f"{pack_id}.safetensors"
+        if not path.exists():
+            raise UserError(
+                f"{path}: no saved weights for pack {pack_id}; run the job with "
+                "output.weights: true"
+            )
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            n_layers = len(handle.keys()) // 2
+            params = [
+                handle.get_tensor(f"layers.{i}.{kind}")
+                for i in range(n_layers)
+                for kind in ("weight", "bias")
+            ]
+        return json.loads(metadata["model_ids"]), params, metadata
 
     def discard_packs(self, pack_ids) -> None:
         """Forget packs whose models are about to be trained again under other pack ids."""

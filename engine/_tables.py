@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from engine._plan import Pack
 from engine._trainer import SPLITS, PackResult
-from jobs import HYPERPARAMETERS
+from jobs import FLATNESS_COLUMNS, HYPERPARAMETERS
 
 _ARROW_TYPES: dict[type, pa.DataType] = {
     str: pa.string(),
@@ -35,6 +35,7 @@ MODELS_SCHEMA = pa.schema(
         ("trial", pa.int64()),
         *[(f"hp_{name}", kind) for name, kind in HYPERPARAMETER_TYPES.items()],
         *[(name, pa.float64()) for name in METRICS],
+        *[(name, pa.float64()) for name in FLATNESS_COLUMNS],
         ("train_seconds", pa.float64()),
         ("status", pa.string()),
         ("error", pa.string()),
@@ -84,8 +85,9 @@ def models_table(
     }
     for name in HYPERPARAMETER_TYPES:
         columns[f"hp_{name}"] = [hparam_value(name, m.hparams[name]) for m in pack.models]
-    for name in METRICS:
-        columns[name] = metrics[name] if metrics is not None else np.full(n, np.nan)
+    for name in (*METRICS, *FLATNESS_COLUMNS):
+        values = None if metrics is None else metrics.get(name)
+        columns[name] = values if values is not None else np.full(n, np.nan)
     columns["train_seconds"] = np.full(n, seconds / n)
     columns["status"] = list(status)
     columns["error"] = [error] * n

@@ -22,7 +22,9 @@ import torch.nn.functional as F
 
 from engine import _random
 from engine._families import Architecture, forward, init_parameters
+from engine._flatness import FlatnessSettings, curvature_rows, flatness_statistics
 from engine._optim import BatchedOptimizer
+from jobs import FLATNESS_COLUMNS
 
 SPLITS = ("train", "val", "test")
 PER_MODEL_HPARAMS = ("lr", "momentum", "weight_decay", "dropout")
@@ -101,8 +103,10 @@ def train_pack(
     models: Sequence[ModelSpec],
     data: TrainingData,
     prediction_splits: Sequence[str] = ("val", "test"),
+    flatness: FlatnessSettings | None = None,
 ) -> PackResult:
-    """Train every model of the pack and evaluate it on all three splits."""
+    """Train every model of the pack, evaluate it on all three splits and, unless ``flatness``
+    is None, measure its flat-minima statistics (SPEC §8; NaN for diverged models)."""
     start = time.perf_counter()
     device, dtype = data.features.device, DTYPES[settings.dtype]
     arch = Architecture(
@@ -112,6 +116,7 @@ def train_pack(
         settings.activation,
     )
     params = init_parameters(arch, [m.init_seed for m in models], dtype, device)
+    initial = [p.clone() for p in params]
     per_model = {
         name: torch.tensor([getattr(m, name) for m in models], dtype=dtype, device=device)
         for name in PER_MODEL_HPARAMS
@@ -128,6 +133,8 @@ def train_pack(
     )
     alive = _fit(settings, arch, models, data, params, optimizer, per_model["dropout"])
     metrics, probabilities = _evaluate(arch, params, data, prediction_splits)
+    if flatness is not None:
+        metrics |= pack_flatness(arch, params, initial, alive, data, flatness)
     names = arch.parameter_names()
     return PackResult(
         status=["ok" if a else "diverged" for a in alive.tolist()],
@@ -136,6 +143,32 @@ def train_pack(
         parameters={n: p.detach().cpu() for n, p in zip(names, params, strict=True)},
         seconds=time.perf_counter() - start,
     )
+
+
+def pack_flatness(
+    arch: Architecture,
+    params: Sequence[torch.Tensor],
+    initial: Sequence[torch.Tensor],
+    alive: torch.Tensor,
+    data: TrainingData,
+    settings: FlatnessSettings,
+) -> dict[str, np.ndarray]:
+    """SPEC §8 statistics of the models that did not diverge (NaN for the others)."""
+    rows = curvature_rows(data.split_indices["train"], settings)
+    keep = alive.nonzero().squeeze(1)
+    stats = {name: np.full(len(alive), np.nan) for name in FLATNESS_COLUMNS}
+    if len(keep):
+        found = flatness_statistics(
+            arch,
+            [p[keep] for p in params],
+            [p[keep] for p in initial],
+            data.features[rows],
+            data.labels[rows],
+            settings,
+        )
+        for name, values in found.items():
+            stats[name][keep.cpu().numpy()] = values
+    return stats
 
 
 def training_rows(models: Sequence[ModelSpec], train_indices: torch.Tensor) -> torch.Tensor:

@@ -11,11 +11,13 @@ from jobs._datasets import (
 )
 from jobs._errors import UserError
 from jobs._expand import ModelVariant, count_models, expand, iter_variants, model_id
-from jobs._spec import HYPERPARAMETERS, Job, load_job, parse_job
+from jobs._spec import FLATNESS_COLUMNS, HYPERPARAMETERS, FlatnessConfig, Job, load_job, parse_job
 
 __all__ = [
+    "FLATNESS_COLUMNS",
     "HYPERPARAMETERS",
     "DatasetInfo",
+    "FlatnessConfig",
     "Job",
     "ModelVariant",
     "PreparedDataset",

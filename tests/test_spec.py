@@ -138,14 +138,15 @@ def test_misc_accepted_values() -> None:
         minimal(
             train={"lr": 1},  # an int where a float is expected is fine
             population={"seeds": 1000},
-            flatness={"enabled": False, "probes": 32},
+            flatness={"enabled": False, "trace_probes": 64, "avg_sigma": 1},
             resources={"gpus_per_worker": 0.25, "models_per_pack": 64},
             output={"predictions": ["test", "train"], "weights": False},
         )
     )
     assert job.train.lr == 1.0 and isinstance(job.train.lr, float)
     assert job.population.seeds.paired and job.population.seeds.count == 1000
-    assert job.flatness.model_dump() == {"enabled": False, "probes": 32}
+    assert job.flatness.enabled is False and job.flatness.trace_probes == 64
+    assert job.flatness.avg_sigma == 1.0 and job.flatness.eig_iterations == 20
     assert job.resources.models_per_pack == 64
     assert job.output.predictions == ("train", "test")  # canonical order
 
@@ -202,7 +203,7 @@ def test_job_hash_is_stable_across_loads(tmp_path: Path) -> None:
         ("population.seeds", {"init": 10, "order": 10, "data": 2}),
         ("population.grid", {"lr": [0.1, 0.03]}),
         ("population.sample", {"n": 0, "seed": 1}),
-        ("flatness", {"enabled": True, "probes": 8}),
+        ("flatness", {"enabled": True, "trace_probes": 8}),
         ("resources.models_per_pack", 8),
         ("output.weights", False),
         ("search", {"lr": {"loguniform": [0.001, 0.1]}}),
@@ -275,6 +276,12 @@ def test_base_dir_and_source_are_not_part_of_the_job(tmp_path: Path) -> None:
         (minimal(model={"hidden": 64}), "model.hidden: expected a list, got 64"),
         (minimal(model={"hidden": [64, True]}), "model.hidden[1]: expected an integer"),
         (minimal(flatness={"enabled": "yes"}), "flatness.enabled: expected true or false"),
+        (minimal(flatness={"trace_probes": 1}), "flatness.trace_probes: must be >= 2 (got 1)"),
+        (minimal(flatness={"avg_sigma": 0}), "flatness.avg_sigma: must be > 0 (got 0)"),
+        (
+            minimal(flatness={"probes": 8}),
+            "unknown key 'probes' in flatness; did you mean 'trace_probes'",
+        ),
         (minimal(output={"weights": "no"}), "output.weights: expected true or false"),
         # bounds
         (minimal(train={"epochs": 0}), "train.epochs: must be >= 1 (got 0)"),

@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from engine import _families, _random
+from engine._flatness import FlatnessSettings
 from engine._trainer import ModelSpec, PackSettings, TrainingData, train_pack, training_rows
+from jobs import FLATNESS_COLUMNS, FlatnessConfig
 
 SETTINGS = PackSettings(
     family="mlp",
@@ -206,3 +208,21 @@ def test_metrics_agree_with_the_stored_probabilities():
     log_loss = -np.log(probabilities[:, np.arange(len(labels)), labels]).mean(axis=1)
     assert np.allclose(result.metrics["test_acc"], accuracy)
     assert np.allclose(result.metrics["test_loss"], log_loss, rtol=1e-5)
+
+
+def test_flatness_statistics_are_per_model_and_nan_for_a_diverged_model():
+    data = make_data(torch.float32)
+    settings = dataclasses.replace(
+        SETTINGS, dtype="float32", activation="relu", schedule="constant"
+    )
+    flatness = FlatnessSettings.from_config(FlatnessConfig(), curvature_examples=64)
+    healthy = population(4)
+    exploding = dataclasses.replace(healthy[0], lr=1e6, dropout=0.0)
+    pack = train_pack(settings, [*healthy, exploding], data, flatness=flatness)
+    assert pack.status[-1] == "diverged"
+    for name in FLATNESS_COLUMNS:
+        assert np.isfinite(pack.metrics[name][:4]).all() and np.isnan(pack.metrics[name][4]), name
+    alone = train_pack(settings, healthy[2:3], data, flatness=flatness)
+    for name in FLATNESS_COLUMNS:
+        assert alone.metrics[name][0] == pytest.approx(pack.metrics[name][2], rel=1e-5), name
+    assert train_pack(settings, healthy[:1], data).metrics.keys().isdisjoint(FLATNESS_COLUMNS)

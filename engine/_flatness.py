@@ -1,0 +1,313 @@
+"""Flat-minima statistics of SPEC §8 for every model of a pack, computed as one batched problem.
+
+The pack's loss is the sum of its models' losses, each the mean cross-entropy of one model on the
+same curvature set. Models share no parameter, so the gradient of the sum holds every model's own
+gradient and its Hessian is block diagonal: one Hessian-vector product of the sum (``torch.func``,
+forward-over-reverse, reverse-over-reverse where an operation lacks a forward-mode rule) is a
+Hessian-vector product of every model at once, and a batch of probe vectors is ``vmap``-ed on top,
+so the matrix products grow with the number of probes instead of being repeated for each. Every
+model gets the same probe vectors and the same curvature set (common random numbers), so the
+differences between models are not sampling noise, and a model's statistics do not depend on its
+pack-mates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.func import grad, jvp, vjp, vmap
+
+from engine import _random
+from engine._families import Architecture, forward, per_example_gradient_norms
+from engine._second_order import MLPHessian
+
+CURVATURE = "curvature"
+PROBES = "probes"
+Parameters = list[torch.Tensor]
+
+
+@dataclass(frozen=True)
+class FlatnessSettings:
+    """How the statistics are estimated: the job's ``flatness:`` section (defaults there)."""
+
+    curvature_examples: int
+    trace_probes: int
+    adaptive_probes: int
+    eig_iterations: int
+    eig_tolerance: float
+    sam_rho: float
+    asam_rho: float
+    asam_eta: float
+    avg_sigma: float
+    avg_samples: int
+    seed: int
+    max_elements: int = 1 << 25  # activations held at once by one batched evaluation
+
+    @classmethod
+    def from_config(cls, config, **overrides) -> FlatnessSettings:
+        """From a job's `FlatnessConfig` (``enabled`` aside)."""
+        return cls(**(config.model_dump(exclude={"enabled"}) | overrides))
+
+
+def curvature_rows(train_indices: torch.Tensor, settings: FlatnessSettings) -> torch.Tensor:
+    """The curvature set: a fixed random subset of the training split, the same for every model."""
+    gen = _random.generator(CURVATURE, settings.seed)
+    order = torch.randperm(len(train_indices), generator=gen)
+    return train_indices[order[: settings.curvature_examples].to(train_indices.device)]
+
+
+def flatness_statistics(
+    arch: Architecture,
+    params: Sequence[torch.Tensor],
+    initial: Sequence[torch.Tensor],
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    settings: FlatnessSettings,
+) -> dict[str, np.ndarray]:
+    """Every column of SPEC §8 for each model of the pack, as float64 arrays of shape (M,)."""
+    params = [p.detach() for p in params]
+    problem = _Problem(arch, params, inputs, labels, settings)
+    loss = problem.losses(params)
+    gradient = problem.gradient(params)
+    trace, trace_se = problem.hutchinson(_rademacher(params, settings, 0, settings.trace_probes))
+    adaptive_probes = _rademacher(params, settings, 1, settings.adaptive_probes)
+    adaptive, _ = problem.hutchinson(
+        [p.abs() * z for p, z in zip(params, adaptive_probes, strict=True)]
+    )
+    ones = [torch.ones_like(p) for p in params]
+    asam_scale = _asam_scale(params, settings.asam_eta)
+    stats = {
+        "grad_norm": _norm(gradient),
+        "hessian_trace": trace,
+        "hessian_trace_se": trace_se,
+        "hessian_top_eig": problem.top_eigenvalue(),
+        "hessian_trace_adaptive": adaptive,
+        "fisher_trace": problem.fisher_trace(),
+        "sam_sharpness": problem.ascent_loss(gradient, ones, settings.sam_rho) - loss,
+        "asam_sharpness": problem.ascent_loss(gradient, asam_scale, settings.asam_rho) - loss,
+        "avg_sharpness": problem.noisy_losses().mean(dim=0) - loss,
+        "weight_norm": _norm(params),
+        "dist_from_init": _norm([p - q for p, q in zip(params, initial, strict=True)]),
+    }
+    return {name: value.double().cpu().numpy() for name, value in stats.items()}
+
+
+class _Problem:
+    """The pack's loss on the curvature set and the batched derivatives of it.
+
+    ``method`` picks how Hessian-vector products are formed: ``"analytic"`` is the R-operator of
+    the MLP family (`MLPHessian`, the fast path); ``"forward-over-reverse"`` and
+    ``"reverse-over-reverse"`` are ``torch.func`` transforms that work for any differentiable
+    family — the first falls back to the second when an operation has no forward-mode rule.
+    """
+
+    def __init__(
+        self, arch, params, inputs, labels, settings: FlatnessSettings, method: str = "analytic"
+    ) -> None:
+        self.arch, self.params, self.settings = arch, params, settings
+        self.inputs, self.labels = inputs, labels
+        self.n_models = len(params[0])
+        self.method = method
+        self._analytic: MLPHessian | None = None
+
+    def losses(self, params: Parameters) -> torch.Tensor:
+        """Mean cross-entropy of each model, (M,)."""
+        logits = forward(self.arch, params, self.inputs)
+        labels = self.labels.expand(len(params[0]), -1)
+        return F.cross_entropy(logits.transpose(1, 2), labels, reduction="none").mean(dim=1)
+
+    def total(self, params: Parameters) -> torch.Tensor:
+        return self.losses(params).sum()
+
+    def gradient(self, params: Parameters) -> Parameters:
+        return list(grad(self.total)(params))
+
+    def hessian_products(self, probes: Parameters) -> Parameters:
+        """H v for a batch of probes: each tensor (P, M, ...) -> (P, M, ...)."""
+        n_probes = len(probes[0])
+        chunk = max(1, self.settings.max_elements // self._elements_per_probe())
+        parts = [
+            self._products([v[start : start + chunk] for v in probes])
+            for start in range(0, n_probes, chunk)
+        ]
+        return [torch.cat([part[i] for part in parts]) for i in range(len(probes))]
+
+    def _products(self, probes: Parameters) -> Parameters:
+        if self.method == "analytic":
+            if self._analytic is None:
+                self._analytic = MLPHessian(self.arch, self.params, self.inputs, self.labels)
+            return self._analytic.products(probes)
+        transform = _TRANSFORMS[self.method]
+        try:
+            return list(vmap(lambda *v: transform(self.total, self.params, list(v)))(*probes))
+        except (NotImplementedError, RuntimeError):
+            if self.method == "reverse-over-reverse":
+                raise
+            self.method = "reverse-over-reverse"
+            return self._products(probes)
+
+    def hutchinson(self, probes: Parameters) -> tuple[torch.Tensor, torch.Tensor]:
+        """Trace estimate vᵀHv averaged over probes, and its standard error, per model."""
+        products = self.hessian_products(probes)
+        quadratic = _dot(probes, products, lead=2)  # (P, M)
+        return quadratic.mean(dim=0), quadratic.std(dim=0) / quadratic.shape[0] ** 0.5
+
+    def top_eigenvalue(self) -> torch.Tensor:
+        """Largest Hessian eigenvalue by Lanczos with full reorthogonalisation, per model.
+
+        A model stops when its top Ritz value changes by less than the relative tolerance; the
+        Hessian-vector products then run on the models still moving only."""
+        settings = self.settings
+        gen = _random.generator(PROBES, settings.seed, 2)
+        start = [torch.randn(p.shape[1:], generator=gen, dtype=torch.float64) for p in self.params]
+        vector = [s.to(p).expand_as(p).clone() for s, p in zip(start, self.params, strict=True)]
+        vector = _scale(vector, 1 / _norm(vector))
+        basis, alphas, betas = [vector], [], []
+        estimate = torch.full((self.n_models,), float("nan"), dtype=torch.float64)
+        active = torch.ones(self.n_models, dtype=torch.bool)
+        previous_beta = rows = sub = None
+        for step in range(settings.eig_iterations):
+            if rows is None or not torch.equal(rows, active.nonzero().squeeze(1)):
+                rows = active.nonzero().squeeze(1)
+                sub = _Problem(self.arch, [p[rows] for p in self.params], self.inputs,
+                               self.labels, settings, self.method)  # fmt: skip
+            product = [torch.zeros_like(v) for v in vector]
+            computed = sub.hessian_products([v[rows].unsqueeze(0) for v in vector])
+            for full, part in zip(product, computed, strict=True):
+                full[rows] = part[0]
+            alpha = _dot(vector, product)
+            residual = [w - _per_model(alpha, w) * v for w, v in zip(product, vector, strict=True)]
+            if previous_beta is not None:
+                residual = [r - _per_model(previous_beta, r) * u
+                            for r, u in zip(residual, basis[-2], strict=True)]  # fmt: skip
+            for u in basis:  # full reorthogonalisation keeps the Ritz values honest in float32
+                overlap = _dot(u, residual)
+                residual = [
+                    r - _per_model(overlap, r) * b for r, b in zip(residual, u, strict=True)
+                ]
+            beta = _norm(residual)
+            alphas.append(alpha)
+            betas.append(beta)
+            ritz = _largest_ritz(alphas, betas[:-1])
+            settled = (ritz - estimate).abs() <= settings.eig_tolerance * ritz.abs()
+            invariant = beta <= 1e-10 * ritz.abs().clamp_min(1e-30)
+            estimate = torch.where(active, ritz, estimate)
+            active &= ~(settled | invariant).cpu()
+            if not active.any() or step == settings.eig_iterations - 1:
+                break
+            vector = _scale(residual, 1 / beta.clamp_min(1e-30))
+            basis.append(vector)
+            previous_beta = beta
+        return estimate
+
+    def fisher_trace(self) -> torch.Tensor:
+        """Exact trace of the Fisher (= Gauss–Newton) matrix: (1/n) Σ_x Σ_k p_k ‖∇ log p_k(x)‖²."""
+        with torch.no_grad():
+            logits = forward(self.arch, self.params, self.inputs)
+            probs = torch.softmax(logits, dim=-1)
+            total = torch.zeros_like(probs[..., 0])
+            eye = torch.eye(self.arch.n_classes, dtype=probs.dtype, device=probs.device)
+            for k in range(self.arch.n_classes):
+                direction = eye[k] - probs  # ∂ log p_k / ∂ logits
+                norms = per_example_gradient_norms(self.arch, self.params, self.inputs, direction)
+                total += probs[..., k] * norms
+        return total.mean(dim=1)
+
+    def ascent_loss(self, gradient: Parameters, scale: Parameters, rho: float) -> torch.Tensor:
+        """L(w + ρ T²g/‖Tg‖) per model (T = 1 is SAM's step, T = |w| + η ASAM's)."""
+        scaled = [t * g for t, g in zip(scale, gradient, strict=True)]
+        norm = _norm(scaled).clamp_min(1e-30)
+        step = [t * s for t, s in zip(scale, scaled, strict=True)]
+        moved = [p + _per_model(rho / norm, p) * d for p, d in zip(self.params, step, strict=True)]
+        with torch.no_grad():
+            return self.losses(moved)
+
+    def noisy_losses(self) -> torch.Tensor:
+        """L(w + δ) for δ ~ N(0, σ² diag(w²)), (samples, M): the same normal draws per model."""
+        settings = self.settings
+        gen = _random.generator(PROBES, settings.seed, 3)
+        noise = [
+            torch.randn(
+                (settings.avg_samples, *p.shape[1:]), generator=gen, dtype=torch.float64
+            ).to(p)
+            for p in self.params
+        ]
+        per_sample = max(1, settings.max_elements // self._elements_per_probe())
+        losses = []
+        with torch.no_grad():
+            for start in range(0, settings.avg_samples, per_sample):
+                eps = [e[start : start + per_sample] for e in noise]
+                count = len(eps[0])
+                moved = [
+                    (p.unsqueeze(0) * (1 + settings.avg_sigma * e.unsqueeze(1))).flatten(0, 1)
+                    for p, e in zip(self.params, eps, strict=True)
+                ]
+                losses.append(self.losses(moved).view(count, self.n_models))
+        return torch.cat(losses)
+
+    def _elements_per_probe(self) -> int:
+        return self.n_models * len(self.inputs) * max(self.arch.widths)
+
+
+def _forward_over_reverse(function: Callable, params: Parameters, vector: Parameters) -> Parameters:
+    return list(jvp(grad(function), (params,), (vector,))[1])
+
+
+def _reverse_over_reverse(function: Callable, params: Parameters, vector: Parameters) -> Parameters:
+    return list(vjp(grad(function), params)[1](vector)[0])
+
+
+_TRANSFORMS = {
+    "forward-over-reverse": _forward_over_reverse,
+    "reverse-over-reverse": _reverse_over_reverse,
+}
+
+
+def _rademacher(
+    params: Parameters, settings: FlatnessSettings, stream: int, count: int
+) -> Parameters:
+    """``count`` ±1 probes, the same for every model: tensors (P, M, ...) (expanded views)."""
+    gen = _random.generator(PROBES, settings.seed, stream)
+    probes = []
+    for p in params:
+        signs = torch.randint(0, 2, (count, 1, *p.shape[1:]), generator=gen).to(p) * 2 - 1
+        probes.append(signs.expand(count, *p.shape))
+    return probes
+
+
+def _asam_scale(params: Parameters, eta: float) -> Parameters:
+    """T = |w| + η on weights, 1 on biases (Kwon et al. 2021)."""
+    return [p.abs() + eta if i % 2 == 0 else torch.ones_like(p) for i, p in enumerate(params)]
+
+
+def _dot(a: Parameters, b: Parameters, lead: int = 1) -> torch.Tensor:
+    """Per-model inner products: tensors with ``lead`` leading axes ((M, ...) or (P, M, ...))."""
+    return sum((x * y).flatten(start_dim=lead).sum(-1) for x, y in zip(a, b, strict=True))
+
+
+def _norm(tensors: Parameters) -> torch.Tensor:
+    return sum(t.flatten(start_dim=1).square().sum(-1) for t in tensors).sqrt()
+
+
+def _scale(tensors: Parameters, factor: torch.Tensor) -> Parameters:
+    return [t * _per_model(factor, t) for t in tensors]
+
+
+def _per_model(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(M,) values shaped to broadcast over a stacked parameter (M, ...)."""
+    return values.view(-1, *([1] * (like.dim() - 1))).to(like)
+
+
+def _largest_ritz(alphas: list[torch.Tensor], betas: list[torch.Tensor]) -> torch.Tensor:
+    """Largest eigenvalue of each model's Lanczos tridiagonal matrix."""
+    diagonal = torch.stack(alphas, dim=1).double()
+    k = diagonal.shape[1]
+    tridiagonal = torch.diag_embed(diagonal)
+    if betas:
+        off = torch.stack(betas, dim=1).double()
+        tridiagonal = tridiagonal + torch.diag_embed(off, 1) + torch.diag_embed(off, -1)
+    return torch.linalg.eigvalsh(tridiagonal)[:, k - 1].cpu()
