@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from engine._flatness import FlatnessSettings
+from engine._memory import keep_freed_memory
 from engine._plan import Pack
 from engine._store import ResultsDir
 from engine._tables import models_table, predictions_table
@@ -30,6 +31,7 @@ class PackTrainer:
         flatness: FlatnessSettings | None = None,
     ) -> None:
         torch.set_num_threads(max(1, threads))
+        keep_freed_memory()
         self.device = torch.device("cuda" if _assigned_gpu() else "cpu")
         self.dataset = dataset
         self.example_ids = {

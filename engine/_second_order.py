@@ -49,6 +49,9 @@ class MLPHessian:
             self.slopes.append(slope)
             self.curvatures.append(curvature)
             self.hidden.append(activation(pre))
+        # [h, 1]: a layer's bias is a weight on a constant input, so one matmul covers both
+        ones = torch.ones(*self.hidden[0].shape[:2], 1, dtype=inputs.dtype, device=inputs.device)
+        self.augmented = [torch.cat([h, ones], dim=-1) for h in self.hidden]
         self.probs = torch.softmax(logits, dim=-1)
         targets = torch.nn.functional.one_hot(labels, arch.n_classes).to(self.probs)
         delta = (self.probs - targets) / n_examples
@@ -76,13 +79,18 @@ class MLPHessian:
         r_pre, r_hidden = [], [None]  # the data has no direction: R(input) = 0
         for layer in range(self.n_layers):
             weight_probe, bias_probe = probes[2 * layer], probes[2 * layer + 1]
-            wide = weight_probe.permute(1, 2, 0, 3).reshape(
-                n_models, -1, n_probes * weight_probe.shape[-1]
-            )
-            r = torch.baddbmm(
-                bias_probe.permute(1, 2, 0, 3).reshape(n_models, 1, -1), self.hidden[layer], wide
-            )
-            r = r.view(n_models, n_examples, n_probes, -1)
+            if layer == 0 and _shared(weight_probe) and _shared(bias_probe):
+                # every model sees the same data and the same probe: R(a₀) is computed once
+                stacked = torch.cat([weight_probe[:, 0], bias_probe[:, 0]], dim=-2)
+                wide = stacked.permute(1, 0, 2).reshape(-1, n_probes * stacked.shape[-1])
+                r = (self.augmented[0][0] @ wide).view(1, n_examples, n_probes, -1)
+                r = r.expand(n_models, -1, -1, -1)
+            else:
+                stacked = torch.cat([weight_probe, bias_probe], dim=-2)
+                wide = stacked.permute(1, 2, 0, 3).reshape(
+                    n_models, -1, n_probes * stacked.shape[-1]
+                )
+                r = torch.bmm(self.augmented[layer], wide).view(n_models, n_examples, n_probes, -1)
             if layer:
                 r.view(n_models, n_examples * n_probes, -1).baddbmm_(
                     r_hidden[layer].view(n_models, n_examples * n_probes, -1), self.weight(layer)
@@ -90,7 +98,8 @@ class MLPHessian:
             r_pre.append(r)
             if layer < self.n_layers - 1:
                 slope = self.slopes[layer].unsqueeze(2)
-                r_hidden.append(r * slope if self.curved else r.mul_(slope))
+                in_place = not self.curved and r.stride(0) != 0
+                r_hidden.append(r.mul_(slope) if in_place else r * slope)
         # R(∂L/∂logits) = (diag p − p pᵀ) R(logits) / n
         probs = self.probs.unsqueeze(2)
         r_logits = r_pre[-1]
@@ -99,13 +108,13 @@ class MLPHessian:
         for layer in reversed(range(self.n_layers)):
             weight_probe = probes[2 * layer]
             fan_in, out = weight_probe.shape[-2:]
-            h_weight = _gram(self.hidden[layer], r_delta.view(n_models, n_examples, -1))
-            h_weight = h_weight.view(n_models, fan_in, n_probes, out).permute(2, 0, 1, 3)
+            both = _gram(self.augmented[layer], r_delta.view(n_models, n_examples, -1))
+            both = both.view(n_models, fan_in + 1, n_probes, out).permute(2, 0, 1, 3)
+            h_weight, products[2 * layer + 1] = both[:, :, :fan_in], both[:, :, fan_in:]
             if layer:
                 extra = _gram(r_hidden[layer].view(n_models, n_examples, -1), self.deltas[layer])
                 h_weight = h_weight + extra.view(n_models, n_probes, fan_in, out).transpose(0, 1)
             products[2 * layer] = h_weight
-            products[2 * layer + 1] = r_delta.sum(1).permute(1, 0, 2).unsqueeze(2)
             if layer:
                 r_delta = self._back(layer, r_delta, weight_probe, r_pre[layer - 1])
         return products
@@ -132,6 +141,11 @@ class MLPHessian:
             curvature = self.curvatures[layer - 1] * self.upstream[layer - 1]
             r_up += curvature.unsqueeze(2) * r_pre_below
         return r_up
+
+
+def _shared(probe: torch.Tensor) -> bool:
+    """Is the probe the same for every model (a view expanded along the model axis)?"""
+    return probe.shape[1] == 1 or probe.stride(1) == 0
 
 
 def _gram(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:

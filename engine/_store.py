@@ -105,6 +105,10 @@ class ResultsDir:
             self._atomic(target, lambda p: _write_parquet(predictions, p))
         self._atomic(self.models_dir / f"{pack_id}.parquet", lambda p: _write_parquet(models, p))
 
+    def rewrite_models(self, pack_id: str, models: pa.Table) -> None:
+        """Replace a finished pack's models file (atomically, like every write)."""
+        self._atomic(self.models_dir / f"{pack_id}.parquet", lambda p: _write_parquet(models, p))
+
     def read_weights(self, pack_id: str) -> tuple[list[str], list[torch.Tensor], dict[str, str]]:
         """A pack's saved weights: model ids, stacked ``[W0, b0, W1, b1, …]`` and the metadata
         (``hidden``, ``activation`` as JSON/text). safetensors only: nothing is unpickled."""

@@ -63,6 +63,19 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--html", type=Path, help="output file (default DIR/report.html)")
     report.set_defaults(command=_report)
 
+    flatness = commands.add_parser(
+        "flatness", help="(re)compute the flat-minima statistics from saved weights"
+    )
+    flatness.add_argument("dir", type=Path, help="results folder of a `rashomon run`")
+    flatness.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting of the job's flatness section, e.g. --set trace_probes=64",
+    )
+    flatness.set_defaults(command=_flatness)
+
     datasets = commands.add_parser("datasets", help="the built-in datasets")
     datasets.set_defaults(command=_datasets)
     return parser
@@ -138,6 +151,20 @@ def _report(args) -> int:
     results = open_results(args.dir)
     target = write_report(results, _analysis(args, results), args.html)
     print(f"report written to {target}")
+    return 0
+
+
+def _flatness(args) -> int:
+    from engine._recompute import recompute_flatness
+
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UserError(f"--set {item}: expected KEY=VALUE, e.g. --set trace_probes=64")
+        overrides[key.strip()] = value.strip()
+    measured, config = recompute_flatness(args.dir, overrides)
+    print(f"flatness statistics written for {measured} models ({config.model_dump()})")
     return 0
 
 

@@ -216,6 +216,13 @@ def test_analytic_and_torch_func_hessian_products_agree(activation):
     for method in ("forward-over-reverse", "reverse-over-reverse"):
         for a, b in zip(results["analytic"], results[method], strict=True):
             torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    shared = [v[:, :1].expand(-1, 2, *v.shape[2:]) for v in probes]  # one probe for all models
+    materialised = _Problem(arch, params, inputs, labels, settings()).hessian_products(
+        [v.contiguous() for v in shared]
+    )
+    for a, b in zip(_Problem(arch, params, inputs, labels, settings()).hessian_products(shared),
+                    materialised, strict=True):  # fmt: skip
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
     exact = exact_hessian(params, 1, inputs, labels, arch)
     expected = exact @ torch.cat([v[2, 1].reshape(-1) for v in probes])
     got = torch.cat([h[2, 1].reshape(-1) for h in results["analytic"]])

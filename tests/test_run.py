@@ -21,6 +21,7 @@ import pytest
 from safetensors import safe_open
 
 from engine.cli import main
+from jobs import FLATNESS_COLUMNS
 
 JOB = """
 name: tiny
@@ -162,6 +163,37 @@ def test_analyze_and_report_cover_the_trained_population(finished_run, capsys, t
     text = page.read_text()
     assert text.count("<svg") == 7 and "pool-based" in text  # + flatness, connectivity
     assert not re.search(r"(src|href)=\"(https?:)?//|url\([^#]", text)  # nothing fetched
+
+
+def test_flatness_recomputes_the_statistics_from_saved_weights(finished_run, tmp_path, capsys):
+    _, out = finished_run
+    copy = shutil.copytree(out, tmp_path / "copy")
+    trained = pd.read_parquet(out / "models").set_index("model_id").sort_index()
+    ok = trained["status"] == "ok"
+    assert trained.loc[ok, FLATNESS_COLUMNS].notna().all().all()
+    assert trained.loc[~ok, FLATNESS_COLUMNS].isna().all().all()
+    assert main(["flatness", str(copy)]) == 0
+    again = pd.read_parquet(copy / "models").set_index("model_id").sort_index()
+    pd.testing.assert_frame_equal(again[FLATNESS_COLUMNS], trained[FLATNESS_COLUMNS], rtol=1e-6)
+    assert main(["flatness", str(copy), "--set", "trace_probes=8", "--set", "avg_sigma=0.1"]) == 0
+    changed = pd.read_parquet(copy / "models").set_index("model_id").sort_index()
+    assert not np.allclose(changed.loc[ok, "hessian_trace"], trained.loc[ok, "hessian_trace"])
+    pd.testing.assert_series_equal(changed["weight_norm"], trained["weight_norm"], rtol=1e-6)
+    pd.testing.assert_frame_equal(
+        changed.drop(columns=FLATNESS_COLUMNS), trained.drop(columns=FLATNESS_COLUMNS)
+    )
+    capsys.readouterr()
+    bad_settings = [
+        ("bogus=1", "--set bogus: not a flatness setting"),
+        ("trace_probes=1", "--set trace_probes:"),
+        ("trace_probes", "KEY=VALUE"),
+    ]
+    for bad, message in bad_settings:
+        assert main(["flatness", str(copy), "--set", bad]) == 2
+        assert message in capsys.readouterr().err
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(copy / "models").set_index("model_id").sort_index(), changed
+    )
 
 
 def test_dry_run_plans_and_writes_nothing(tmp_path, capsys):

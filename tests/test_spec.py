@@ -146,7 +146,7 @@ def test_misc_accepted_values() -> None:
     assert job.train.lr == 1.0 and isinstance(job.train.lr, float)
     assert job.population.seeds.paired and job.population.seeds.count == 1000
     assert job.flatness.enabled is False and job.flatness.trace_probes == 64
-    assert job.flatness.avg_sigma == 1.0 and job.flatness.eig_iterations == 20
+    assert job.flatness.avg_sigma == 1.0 and job.flatness.eig_iterations == 30
     assert job.resources.models_per_pack == 64
     assert job.output.predictions == ("train", "test")  # canonical order
 

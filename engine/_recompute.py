@@ -1,0 +1,114 @@
+"""``rashomon flatness DIR``: (re)compute the flat-minima statistics from saved weights.
+
+A population trained with ``flatness: {enabled: false}``, or one whose statistics a researcher
+wants with other settings (more probes, a larger curvature set), needs no retraining: the weights
+are in ``weights/<pack>.safetensors`` and the initial weights follow from the init seeds. Each pack
+is measured as one batch, exactly as the trainer does, and its ``models`` file is rewritten whole
+and atomically, so an interrupted run leaves every file either old or new and can simply be run
+again.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from pydantic import ValidationError
+
+from engine._families import Architecture, init_parameters
+from engine._flatness import FlatnessSettings, curvature_rows, flatness_statistics
+from engine._memory import keep_freed_memory
+from engine._store import ResultsDir
+from jobs import FLATNESS_COLUMNS, FlatnessConfig, UserError, load_job, prepare_job_dataset
+
+
+def recompute_flatness(root: Path, overrides: Mapping[str, str]) -> tuple[int, FlatnessConfig]:
+    """Write the SPEC §8 columns of every pack with saved weights; returns (models, settings)."""
+    results = ResultsDir(root)
+    identity = results.identity()
+    if identity is None:
+        raise UserError(f"{root}: not a rashomon results folder (no job.yaml)")
+    job = load_job(results.job_file)
+    config = _settings(job.flatness, overrides)
+    dataset = prepare_job_dataset(job)
+    if dataset.fingerprint != identity.get("dataset_fingerprint"):
+        raise UserError(
+            f"{job.dataset.source}: the dataset changed since {root} was trained; the "
+            "statistics would not describe these models"
+        )
+    settings = FlatnessSettings.from_config(config)
+    keep_freed_memory()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    files = sorted(results.models_dir.glob("*.parquet"))
+    if not files:
+        raise UserError(f"{root}: no trained models yet; run `rashomon run` first")
+    measured = 0
+    for path in files:
+        models = pq.read_table(path)
+        if set(models["status"].to_pylist()) <= {"failed"}:
+            continue
+        stats = _pack_statistics(results, path.stem, models, dataset, settings, device)
+        columns = {name: models[name] for name in models.column_names}
+        columns |= {name: pa.array(stats[name]) for name in FLATNESS_COLUMNS}
+        table = pa.table(columns, schema=models.schema).replace_schema_metadata(
+            {"flatness": json.dumps(config.model_dump())}
+        )
+        results.rewrite_models(path.stem, table)
+        measured += int(np.isfinite(stats["weight_norm"]).sum())
+    return measured, config
+
+
+def _settings(config: FlatnessConfig, overrides: Mapping[str, str]) -> FlatnessConfig:
+    values = config.model_dump()
+    for key, text in overrides.items():
+        if key not in values or key == "enabled":
+            known = ", ".join(k for k in values if k != "enabled")
+            raise UserError(f"--set {key}: not a flatness setting (choose from {known})")
+        values[key] = _value(text)
+    try:
+        return FlatnessConfig.model_validate(values)
+    except ValidationError as error:
+        problem = error.errors()[0]
+        raise UserError(f"--set {problem['loc'][0]}: {problem['msg']}") from None
+
+
+def _value(text: str):
+    """``64`` -> 64, ``1e-3`` -> 0.001, ``true`` -> True; anything else stays text."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _pack_statistics(results, pack_id, models, dataset, settings, device) -> dict[str, np.ndarray]:
+    model_ids, params, metadata = results.read_weights(pack_id)
+    if model_ids != models["model_id"].to_pylist():
+        raise UserError(f"{results.weights_dir / pack_id}: weights and models table disagree")
+    params = [p.to(device) for p in params]
+    hidden = tuple(int(w.shape[2]) for w in params[0:-2:2])
+    arch = Architecture(dataset.n_features, hidden, dataset.n_classes, metadata["activation"])
+    initial = init_parameters(arch, models["init_seed"].to_pylist(), params[0].dtype, device)
+    features = torch.as_tensor(dataset.features, dtype=params[0].dtype, device=device)
+    labels = torch.as_tensor(dataset.labels, dtype=torch.int64, device=device)
+    train = torch.as_tensor(dataset.indices("train"), device=device)
+    rows = curvature_rows(train, settings)
+    ok = np.array(models["status"].to_pylist()) == "ok"
+    stats = {name: np.full(len(ok), np.nan) for name in FLATNESS_COLUMNS}
+    keep = torch.as_tensor(np.flatnonzero(ok), device=device)
+    if len(keep):
+        found = flatness_statistics(
+            arch,
+            [p[keep] for p in params],
+            [p[keep] for p in initial],
+            features[rows],
+            labels[rows],
+            settings,
+        )
+        for name, values in found.items():
+            stats[name][ok] = values
+    return stats
