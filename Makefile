@@ -31,6 +31,8 @@ lint: install
 
 bench: install
 	$(BIN)/python benchmarks/bench_training.py
+	$(BIN)/python benchmarks/bench_flatness.py
+	$(BIN)/python benchmarks/bench_analysis.py
 
 clean:
 	rm -rf $(VENV) results

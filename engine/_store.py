@@ -56,6 +56,8 @@ class ResultsDir:
             )
         for folder in (self.models_dir, self.predictions_dir, self.weights_dir):
             folder.mkdir(parents=True, exist_ok=True)
+            for stale in folder.glob(".*.tmp"):  # left by a writer killed mid-file
+                stale.unlink(missing_ok=True)
         if found is None:
             self._write_examples(dataset)
             header = "".join(f"# {k}: {v}\n" for k, v in wanted.items())
