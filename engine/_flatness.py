@@ -194,9 +194,9 @@ class _Problem:
             betas.append(beta)
             ritz = _largest_ritz(alphas, betas[:-1])
             settled = (ritz - estimate).abs() <= settings.eig_tolerance * ritz.abs()
-            invariant = beta <= 1e-10 * ritz.abs().clamp_min(1e-30)
+            invariant = beta.double().cpu() <= 1e-10 * ritz.abs().clamp_min(1e-30)
             estimate = torch.where(active, ritz, estimate)
-            active &= ~(settled | invariant).cpu()
+            active &= ~(settled | invariant)
             if not active.any() or step == settings.eig_iterations - 1:
                 break
             vector = _scale(residual, 1 / beta.clamp_min(1e-30))
@@ -304,10 +304,11 @@ def _per_model(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 def _largest_ritz(alphas: list[torch.Tensor], betas: list[torch.Tensor]) -> torch.Tensor:
     """Largest eigenvalue of each model's Lanczos tridiagonal matrix."""
-    diagonal = torch.stack(alphas, dim=1).double()
+    # models that stopped earlier may hold overflowed entries; their values are discarded
+    diagonal = torch.stack(alphas, dim=1).double().nan_to_num(0.0, 0.0, 0.0)
     k = diagonal.shape[1]
     tridiagonal = torch.diag_embed(diagonal)
     if betas:
-        off = torch.stack(betas, dim=1).double()
+        off = torch.stack(betas, dim=1).double().nan_to_num(0.0, 0.0, 0.0)
         tridiagonal = tridiagonal + torch.diag_embed(off, 1) + torch.diag_embed(off, -1)
     return torch.linalg.eigvalsh(tridiagonal)[:, k - 1].cpu()
