@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,7 +108,14 @@ class _Scheduler:
         self.actors = [self.new_actor() for _ in range(workers)]
         self.show_progress = show_progress
 
-    def run(self, packs: list[Pack]) -> None:
+    def run(
+        self,
+        packs: list[Pack],
+        refill: Callable[[], list[Pack]] | None = None,
+        on_done: Callable[[Pack], None] | None = None,
+    ) -> None:
+        """Train ``packs``; ``refill`` (called whenever a worker would idle) may hand in more,
+        and ``on_done`` hears of every pack once it is finished or recorded as failed."""
         from tqdm import tqdm
 
         queue = deque(packs)
@@ -121,7 +129,11 @@ class _Scheduler:
             disable=not self.show_progress,
             smoothing=0.1,
         ) as progress:
-            while queue or in_flight:
+            while True:
+                if refill is not None and len(queue) < len(self.actors):
+                    queue.extend(refill())
+                if not queue and not in_flight:
+                    break
                 for index, actor in enumerate(self.actors):
                     while queue and load[index] < IN_FLIGHT_PER_WORKER:
                         pack = queue.popleft()
@@ -134,13 +146,16 @@ class _Scheduler:
                     outcome = self.ray.get(ready[0])
                 except self.ray.exceptions.RayActorError:
                     self._replace_actor(index, actor)
-                    self._retry_or_fail(pack, attempts, queue, "its worker died", progress)
+                    done = self._retry_or_fail(pack, attempts, queue, "its worker died", progress)
                 except self.ray.exceptions.RayTaskError as error:
-                    self._retry_or_fail(pack, attempts, queue, _short(error), progress)
+                    done = self._retry_or_fail(pack, attempts, queue, _short(error), progress)
                 else:
                     self.summary.trained += outcome["models"]
                     self.summary.diverged += outcome["diverged"]
                     progress.update(outcome["models"])
+                    done = True
+                if done and on_done is not None:
+                    on_done(pack)
 
     def _replace_actor(self, index: int, dead) -> None:
         """Replace a dead actor once, however many of its packs report its death."""
@@ -148,17 +163,19 @@ class _Scheduler:
             self.ray.kill(dead, no_restart=True)
             self.actors[index] = self.new_actor()
 
-    def _retry_or_fail(self, pack, attempts, queue, reason, progress) -> None:
+    def _retry_or_fail(self, pack, attempts, queue, reason, progress) -> bool:
+        """Queue ``pack`` again, or record it as failed after MAX_ATTEMPTS (returns True)."""
         attempts[pack.pack_id] += 1
         if attempts[pack.pack_id] < MAX_ATTEMPTS:
             queue.append(pack)
-            return
+            return False
         error = f"failed {MAX_ATTEMPTS} times; last: {reason}"
         self.results.write_pack(
             pack.pack_id, models_table(pack, ["failed"] * len(pack), None, 0.0, error)
         )
         self.summary.failed += len(pack)
         progress.update(len(pack))
+        return True
 
 
 def _short(error: Exception) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
@@ -81,6 +82,13 @@ class ResultsDir:
         if not files:
             return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
         return pq.ParquetDataset(files).read(columns=columns).to_pandas()
+
+    def recorded_metrics(self, model_ids) -> pd.DataFrame:
+        """``model_id``, ``status``, ``val_acc`` of the given models that have a record."""
+        files = sorted(self.models_dir.glob("*.parquet"))
+        wanted = pa.array(list(model_ids), pa.string())
+        table = pq.ParquetDataset(files).read(columns=["model_id", "status", "val_acc"])
+        return table.filter(pc.is_in(table["model_id"], value_set=wanted)).to_pandas()
 
     def write_pack(
         self,

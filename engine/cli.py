@@ -47,6 +47,22 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(command=_run)
 
+    tune = commands.add_parser(
+        "tune", help="an Optuna search where every trial trains a cohort of seeds"
+    )
+    tune.add_argument("job", type=Path, help="the job YAML, with a search: section")
+    tune.add_argument("--trials", type=int, required=True, help="completed trials wanted")
+    tune.add_argument("--out", type=Path, help="results folder (default results/<job name>)")
+    tune.add_argument(
+        "--storage",
+        help="Optuna storage URL (default sqlite:///DIR/study.db; postgresql://…; "
+        "journal:PATH for a journal file on shared storage)",
+    )
+    tune.add_argument("--study", help="study name (default: the job name)")
+    tune.add_argument("--address", help="Ray cluster to join (as for run)")
+    tune.add_argument("--quiet", action="store_true", help="no progress bar")
+    tune.set_defaults(command=_tune)
+
     status = commands.add_parser("status", help="done / pending / failed models of a run")
     status.add_argument("dir", type=Path)
     status.set_defaults(command=_status)
@@ -96,6 +112,19 @@ def _run(args) -> int:
     summary = run_job(job, out, address=args.address, show_progress=not args.quiet)
     print(summary.line())
     return 1 if summary.failed else 0
+
+
+def _tune(args) -> int:
+    from engine._tune import describe_tune, tune_job
+    from jobs import load_job
+
+    job = load_job(args.job)
+    out = args.out or Path("results") / job.name
+    summary = tune_job(
+        job, out, args.trials, args.storage, args.study, args.address, not args.quiet
+    )
+    print(describe_tune(summary))
+    return 0
 
 
 def _status(args) -> int:

@@ -556,6 +556,23 @@ class _SearchBase(_HyperparameterMapping):
         return self._given()
 
 
+OBJECTIVES = {"val_acc": "maximize", "disagreement": "minimize"}
+
+
+class _TuneBase(_SearchBase):
+    @field_validator("objectives", check_fields=False)
+    @classmethod
+    def _distinct_objectives(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        if not names:
+            raise ValueError("needs at least one objective, e.g. [val_acc]")
+        _reject_duplicates(names)
+        return names
+
+    @property
+    def directions(self) -> list[str]:
+        return [OBJECTIVES[name] for name in self.objectives]  # type: ignore[attr-defined]
+
+
 class _SampleBase(_SearchBase):
     @model_validator(mode="after")
     def _something_to_draw(self) -> _SampleBase:
@@ -592,9 +609,12 @@ Sample = create_model(  # type: ignore[call-overload]
 )
 Search = create_model(  # type: ignore[call-overload]
     "Search",
-    __base__=_SearchBase,
+    __base__=_TuneBase,
     __module__=__name__,
-    __doc__="`search`: hyperparameter -> distribution, for the trials of `rashomon tune`.",
+    __doc__="`search`: hyperparameter -> distribution for the trials of `rashomon tune`, the "
+    "`objectives` (val_acc maximised, disagreement minimised) and the sampler `seed`.",
+    objectives=(tuple[Literal["val_acc", "disagreement"], ...], ("val_acc",)),
+    seed=(_NonNegativeInt, 0),
     **_DISTRIBUTION_FIELDS,
 )
 

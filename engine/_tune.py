@@ -1,0 +1,248 @@
+"""``rashomon tune``: an Optuna search whose every trial is a cohort of seeds (SPEC §7).
+
+The driver is the only client of the study (ask-and-tell): it asks for a configuration, trains
+the configuration under all the job's seeds as ordinary packs on the engine's actors, and tells
+the study only after the cohort's Parquet is written, reading the objectives back from the files.
+So the study never holds a value the results folder does not explain, and the searched
+population is a results folder like any other for ``rashomon analyze``.
+
+Resume: model ids depend only on configuration and seeds, so a configuration asked again finds
+its finished models on disk and trains only what is missing. A trial left ``RUNNING`` by a killed
+driver is marked ``FAIL`` on restart (its finished models stay and are reused); only completed
+trials count towards ``--trials``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from engine import _cluster
+from engine._driver import FINISHED, RunSummary, _Scheduler
+from engine._plan import Pack, plan_packs
+from engine._store import ResultsDir
+from jobs import UserError, prepare_job_dataset
+from jobs._expand import cohort
+
+IN_FLIGHT_TRIALS_PER_WORKER = 1
+
+
+@dataclass
+class TuneSummary:
+    study_name: str
+    storage: str
+    trials: pd.DataFrame
+    objectives: tuple[str, ...]
+    best: list = field(default_factory=list)
+    run: RunSummary | None = None
+
+
+def tune_job(
+    job,
+    out_dir: str | Path,
+    n_trials: int,
+    storage: str | None = None,
+    study_name: str | None = None,
+    address: str | None = None,
+    show_progress: bool = True,
+) -> TuneSummary:
+    import optuna
+
+    if not job.search.distributions():
+        raise UserError(
+            f"{job.name}: the job has no search: section to tune; add one, e.g. "
+            "search: {lr: {loguniform: [0.001, 0.1]}}"
+        )
+    if n_trials < 1:
+        raise UserError(f"--trials {n_trials}: must be >= 1")
+    out_dir = Path(out_dir)
+    dataset = prepare_job_dataset(job)
+    results = ResultsDir(out_dir)
+    results.claim(job, dataset)
+    storage = storage or f"sqlite:///{(out_dir / 'study.db').resolve()}"
+    name = study_name or job.name
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=name,
+        storage=_storage(storage),
+        directions=job.search.directions,
+        load_if_exists=True,
+    )
+    _fail_abandoned_trials(study)
+    # a resumed study must not replay the first run's random draws
+    study.sampler = _sampler(job.search, offset=len(study.trials))
+    start = time.perf_counter()
+    summary = RunSummary(0, 0, 0, 0, 0, 0.0, out_dir)
+    ray = _cluster.connect(address)
+    resources = job.resources
+    workers = _cluster.worker_count(ray, resources.cpus_per_worker, resources.gpus_per_worker)
+    search = _Search(study, job, dataset, results, workers, n_trials)
+    if search.wanted():
+        scheduler = _Scheduler(ray, job, dataset, results, workers, summary, show_progress)
+        scheduler.run(search.next_packs(), refill=search.next_packs, on_done=search.pack_done)
+    summary.seconds = time.perf_counter() - start
+    return TuneSummary(
+        study_name=name,
+        storage=storage,
+        trials=study.trials_dataframe(attrs=("number", "params", "values", "state")),
+        objectives=tuple(job.search.objectives),
+        best=study.best_trials,
+        run=summary,
+    )
+
+
+class _Search:
+    """Trials in flight: which packs each still waits for, and telling when a cohort is done."""
+
+    def __init__(self, study, job, dataset, results: ResultsDir, workers: int, n_trials: int):
+        self.study, self.job, self.dataset, self.results = study, job, dataset, results
+        self.workers, self.n_trials = workers, n_trials
+        self.waiting: dict[int, set[str]] = {}  # trial number -> unfinished pack ids
+        self.trial_of: dict[str, int] = {}  # pack id -> trial number
+        self.cohorts: dict[int, tuple[object, list[str]]] = {}
+        self.failed = 0  # trials of this run that failed: they stop the search at n_trials
+
+    def wanted(self) -> int:
+        """Trials still to start so that ``n_trials`` complete."""
+        import optuna
+
+        complete = len(self.study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)))
+        if self.failed >= self.n_trials:
+            return 0
+        return max(0, self.n_trials - complete - len(self.waiting))
+
+    def next_packs(self) -> list[Pack]:
+        """Ask for trials until enough are in flight to keep every worker busy."""
+        packs: list[Pack] = []
+        limit = max(1, self.workers * IN_FLIGHT_TRIALS_PER_WORKER)
+        while self.wanted() and len(self.waiting) < limit:
+            trial = self.study.ask()
+            params = {name: _suggest(trial, name, dist) for name, dist in self._distributions()}
+            variants = cohort(self.job, params, trial=trial.number)
+            finished = self._finished_ids()
+            pending = [v for v in variants if v.model_id not in finished]
+            self.cohorts[trial.number] = (trial, [v.model_id for v in variants])
+            if not pending:
+                self._tell(trial.number)
+                continue
+            trial_packs = plan_packs(
+                pending,
+                self.job.train,
+                self.job.resources.models_per_pack,
+                self.dataset.n_features,
+                self.dataset.n_classes,
+                n_workers=self.workers,
+                on_gpu=self.job.resources.gpus_per_worker > 0,
+            )
+            self.waiting[trial.number] = {p.pack_id for p in trial_packs}
+            self.trial_of |= {p.pack_id: trial.number for p in trial_packs}
+            packs += trial_packs
+        return packs
+
+    def pack_done(self, pack: Pack) -> None:
+        number = self.trial_of.pop(pack.pack_id)
+        self.waiting[number].discard(pack.pack_id)
+        if not self.waiting[number]:
+            del self.waiting[number]
+            self._tell(number)
+
+    def _tell(self, number: int) -> None:
+        import optuna
+
+        trial, model_ids = self.cohorts.pop(number)
+        models = self.results.recorded_metrics(model_ids)
+        complete = len(models) == len(model_ids) and models["status"].isin(FINISHED).all()
+        objectives = self.job.search.objectives
+        values = [_objective(name, models, self.results) for name in objectives] if complete else []
+        if not complete or not np.isfinite(values).all():
+            self.failed += 1
+            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            return
+        self.study.tell(trial, values if len(values) > 1 else values[0])
+
+    def _distributions(self):
+        return self.job.search.distributions().items()
+
+    def _finished_ids(self) -> set[str]:
+        recorded = self.results.recorded_models()
+        return set(recorded.loc[recorded["status"].isin(FINISHED), "model_id"])
+
+
+def _objective(name: str, models: pd.DataFrame, results: ResultsDir) -> float:
+    """The cohort's mean validation accuracy, or its mean disagreement on the validation split."""
+    if name == "val_acc":
+        return float(models["val_acc"].mean())
+    from analysis import disagreement, open_results, predicted_classes
+
+    ok = models.loc[models["status"] == "ok", "model_id"].tolist()
+    if len(ok) < 2:
+        return 0.0
+    probabilities = open_results(results.root).probabilities("val", ok)
+    return float(disagreement(predicted_classes(probabilities), probabilities.shape[-1]).mean())
+
+
+def _suggest(trial, name: str, dist) -> object:
+    if getattr(dist, "loguniform", None) is not None:
+        return trial.suggest_float(name, *dist.loguniform, log=True)
+    if getattr(dist, "uniform", None) is not None:
+        return trial.suggest_float(name, *dist.uniform)
+    if getattr(dist, "int", None) is not None:
+        return trial.suggest_int(name, *dist.int)
+    encoded = [json.dumps(list(c)) if isinstance(c, tuple) else c for c in dist.choice]
+    value = trial.suggest_categorical(name, encoded)
+    return tuple(json.loads(value)) if isinstance(value, str) and value.startswith("[") else value
+
+
+def _sampler(search, offset: int):
+    """NSGA-II for several objectives, else TPE with constant liar (trials run in parallel)."""
+    import optuna
+
+    seed = search.seed + offset
+    if len(search.objectives) > 1:
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, constant_liar=True, multivariate=True)
+
+
+def _storage(url: str):
+    """An Optuna storage: a database URL, or ``journal:PATH`` for a journal file on shared disk."""
+    import optuna
+
+    if url.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        return JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
+    try:
+        return optuna.storages.RDBStorage(url)
+    except Exception as error:  # a missing driver, a bad URL, an unreachable server
+        raise UserError(f"--storage {url}: cannot open this Optuna storage ({error})") from None
+
+
+def _fail_abandoned_trials(study) -> None:
+    """Trials a killed driver left RUNNING: mark them FAIL (their finished models are kept)."""
+    import optuna
+
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+
+
+def describe_tune(summary: TuneSummary) -> str:
+    """The trials table and the best trial, or the Pareto front for several objectives."""
+    trials = summary.trials
+    with pd.option_context("display.width", 120, "display.max_rows", 200):
+        lines = [f"study {summary.study_name} in {summary.storage}", trials.to_string(index=False)]
+    label = "Pareto front" if len(summary.objectives) > 1 else "best trial"
+    lines.append(f"{label} ({', '.join(summary.objectives)}):")
+    for trial in summary.best:
+        lines.append(f"  trial {trial.number}: values {trial.values} params {trial.params}")
+    run = summary.run
+    if run is not None:
+        lines.append(
+            f"{run.trained} models trained in this run ({run.diverged} diverged, {run.failed} "
+            f"failed) in {run.seconds:.1f} s -> {run.out_dir}"
+        )
+    return "\n".join(lines)
