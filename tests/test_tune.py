@@ -163,3 +163,19 @@ def test_bad_trials_and_storage_exit_2(tmp_path, capsys):
     assert main(["tune", str(job), "--trials", "1", "--out", str(tmp_path / "b"),
                  "--storage", "nosuchdb://x"]) == 2  # fmt: skip
     assert "--storage nosuchdb://x: cannot open this Optuna storage" in capsys.readouterr().err
+
+
+def test_a_journal_file_storage_for_clusters_with_shared_disks(ray_cluster, tmp_path):
+    job = write_job(tmp_path)
+    journal = tmp_path / "shared" / "study.log"
+    journal.parent.mkdir()
+    out = tmp_path / "out"
+    assert main(["tune", str(job), "--trials", "2", "--out", str(out), "--quiet",
+                 "--storage", f"journal:{journal}", "--study", "shared"]) == 0  # fmt: skip
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    study = optuna.load_study(
+        study_name="shared", storage=JournalStorage(JournalFileBackend(str(journal)))
+    )
+    assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 2
+    assert not (out / "study.db").exists()
