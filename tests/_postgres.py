@@ -19,10 +19,13 @@ When the tests run as root (this sandbox and CI do), ``initdb`` and ``postgres``
 existing unprivileged account ``nobody`` (its uid and primary gid, supplementary groups dropped,
 via ``subprocess``'s ``user``/``group``/``extra_groups``); no account is created and no
 permission outside the temporary directory is touched. Because the binaries may sit under a
-directory ``nobody`` cannot traverse (a venv under ``/root``, pytest's 0700 ``/tmp/pytest-of-root``),
-their ``bin``/``lib``/``share`` and the wheel's ``pgserver.libs`` (27 MB) are copied into the temporary directory, chowned to
-``nobody``; PostgreSQL finds ``lib`` and ``share`` relative to its executable, so the copy is
-self-contained. As an ordinary user nothing is copied or chowned.
+directory ``nobody`` cannot traverse (a venv under ``/root``, pytest's 0700
+``/tmp/pytest-of-root``), the wheel's ``bin``/``lib``/``share`` and ``pgserver.libs`` are
+hard-linked (or, across filesystems, copied: 27 MB) into the temporary directory, which is chowned
+to ``nobody``; only world-readable files are linked and only the copies' modes are changed, so
+the installed wheel is never modified. The copy keeps the wheel's relative layout (RPATH
+``$ORIGIN/../../../pgserver.libs``; PostgreSQL finds ``lib`` and ``share`` relative to its
+executable), so it is self-contained. As an ordinary user nothing is linked, copied or chowned.
 
 Lifetime: ``postgres`` is a direct child of the test process. On exit it gets a fast shutdown
 (SIGINT, then SIGQUIT/SIGKILL if it lingers) and the temporary directory is removed. On Linux the
@@ -41,6 +44,7 @@ import importlib.util
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -96,25 +100,43 @@ def _run_as() -> dict:
     return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
 
 
-def _chown_tree(top: Path, uid: int, gid: int) -> None:
-    os.chown(top, uid, gid)
-    for dirpath, dirnames, filenames in os.walk(top):
-        for name in dirnames + filenames:
-            os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)
+def _link_or_copy(src: str, dst: str) -> str:
+    """Hard-link a file that anyone may already read (and run, if it is a program), else copy it
+    and make the copy so. Never changes the original: only the copy's mode is touched."""
+    mode = os.stat(src).st_mode
+    if mode & stat.S_IROTH and (mode & stat.S_IXOTH or not mode & stat.S_IXUSR):
+        try:
+            os.link(src, dst)
+            return dst
+        except OSError:  # another filesystem, links not allowed...
+            pass
+    shutil.copy2(src, dst)
+    extra = stat.S_IRGRP | stat.S_IROTH
+    if mode & stat.S_IXUSR:
+        extra |= stat.S_IXGRP | stat.S_IXOTH
+    os.chmod(dst, (mode & 0o777) | extra)
+    return dst
 
 
 def _copy_binaries(pginstall: Path, dest: Path) -> Path:
-    """Copy the server's binaries to ``dest``, keeping the wheel's relative layout.
+    """Make the server's binaries readable by ``nobody`` under ``dest``, in the wheel's layout.
 
     auditwheel put libpq in ``site-packages/pgserver.libs``, found through the binaries' RPATH
     ``$ORIGIN/../../../pgserver.libs``: so the copy is ``dest/pgserver/pginstall`` beside
-    ``dest/pgserver.libs``. Headers (include/, 7 MB) are not needed to run a server.
+    ``dest/pgserver.libs``. Headers (include/, 7 MB) are not needed to run a server. Files are
+    hard-linked where possible (instant), copied otherwise (27 MB); directories are 0755.
     """
     copied = dest / "pgserver" / "pginstall"
-    shutil.copytree(pginstall, copied, ignore=shutil.ignore_patterns("include"))
+    trees = [(pginstall, copied)]
     libs = pginstall.parent.parent / "pgserver.libs"
     if libs.is_dir():
-        shutil.copytree(libs, dest / "pgserver.libs")
+        trees.append((libs, dest / "pgserver.libs"))
+    for src, dst in trees:
+        shutil.copytree(
+            src, dst, ignore=shutil.ignore_patterns("include"), copy_function=_link_or_copy
+        )
+    for dirpath, _, _ in os.walk(dest):
+        os.chmod(dirpath, 0o755)
     return copied
 
 
@@ -201,7 +223,7 @@ def postgres_url(base_dir: str | os.PathLike | None = None) -> Iterator[str]:
     if sys.platform == "win32":
         raise PostgresUnavailable("this helper needs Unix-domain sockets (not on Windows)")
     try:
-        import psycopg2  # noqa: F401
+        import psycopg2
     except ImportError as exc:
         raise PostgresUnavailable(f"the psycopg2 driver is not installed ({exc})") from exc
     pginstall = _pginstall()
@@ -211,7 +233,7 @@ def postgres_url(base_dir: str | os.PathLike | None = None) -> Iterator[str]:
     try:
         if run_as:
             pginstall = _copy_binaries(pginstall, top / "pkg")
-            _chown_tree(top, run_as["user"], run_as["group"])
+            os.chown(top, run_as["user"], run_as["group"])
         data, sock, log = top / "data", top / "sock", top / "server.log"
         sock.mkdir(mode=0o700)
         if run_as:
@@ -219,9 +241,11 @@ def postgres_url(base_dir: str | os.PathLike | None = None) -> Iterator[str]:
         env = _server_env()
         try:
             subprocess.run(
-                [str(pginstall / "bin" / "initdb"), "-D", str(data), "-U", SUPERUSER]
-                + ["--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync"]
-                + ["--no-instructions"],
+                [
+                    str(pginstall / "bin" / "initdb"),
+                    *("-D", str(data), "-U", SUPERUSER, "--auth=trust", "--encoding=UTF8"),
+                    *("--locale=C", "--no-sync", "--no-instructions"),
+                ],
                 env=env,
                 check=True,
                 stdin=subprocess.DEVNULL,
@@ -267,8 +291,6 @@ def postgres_url(base_dir: str | os.PathLike | None = None) -> Iterator[str]:
                 raise PostgresUnavailable(f"postgres could not be run: {exc}") from exc
         admin = {"host": str(sock), "port": PORT, "user": SUPERUSER, "dbname": "postgres"}
         _wait_until_ready(proc, admin, log)
-        import psycopg2
-
         conn = psycopg2.connect(**admin)
         try:
             conn.autocommit = True  # CREATE DATABASE cannot run inside a transaction
@@ -286,11 +308,14 @@ def postgres_url(base_dir: str | os.PathLike | None = None) -> Iterator[str]:
         shutil.rmtree(top, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def postgres_storage_url() -> Iterator[str]:
-    """One private PostgreSQL server per test module; yields its SQLAlchemy/Optuna storage URL.
+@pytest.fixture(scope="module", name="postgres_storage_url")
+def postgres_storage_url_fixture() -> Iterator[str]:
+    """Fixture ``postgres_storage_url``: one private PostgreSQL server per test module, its URL.
 
-    Import it into a test module with ``from _postgres import postgres_storage_url``.
+    A test module gets it with ``from _postgres import postgres_storage_url_fixture  # noqa: F401``
+    (``tests/`` is no package: pytest puts it on ``sys.path``, as it does for conftest.py) and
+    takes a ``postgres_storage_url`` argument. The function's own name differs from the fixture's
+    so that the argument does not shadow the import (ruff F811).
     """
     with contextlib.ExitStack() as stack:
         try:

@@ -15,6 +15,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
+from _postgres import postgres_storage_url_fixture  # noqa: F401  (postgres_storage_url)
 
 from analysis import disagreement, open_results, predicted_classes
 from engine.cli import main
@@ -179,3 +180,17 @@ def test_a_journal_file_storage_for_clusters_with_shared_disks(ray_cluster, tmp_
     )
     assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 2
     assert not (out / "study.db").exists()
+
+
+def test_a_postgresql_storage(ray_cluster, tmp_path, postgres_storage_url):
+    job = write_job(tmp_path)
+    out = tmp_path / "out"
+    assert main(["tune", str(job), "--trials", "3", "--out", str(out), "--quiet",
+                 "--storage", postgres_storage_url]) == 0  # fmt: skip
+    study = optuna.load_study(study_name="tune", storage=postgres_storage_url)
+    assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 3
+    assert not (out / "study.db").exists()
+    assert main(["tune", str(job), "--trials", "4", "--out", str(out), "--quiet",
+                 "--storage", postgres_storage_url]) == 0  # fmt: skip
+    study = optuna.load_study(study_name="tune", storage=postgres_storage_url)
+    assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 4
