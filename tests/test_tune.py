@@ -3,6 +3,7 @@ from the Parquet, a Pareto front, resume after SIGKILL, and bad search specs."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -194,3 +195,11 @@ def test_a_postgresql_storage(ray_cluster, tmp_path, postgres_storage_url):
                  "--storage", postgres_storage_url]) == 0  # fmt: skip
     study = optuna.load_study(study_name="tune", storage=postgres_storage_url)
     assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 4
+
+
+def test_analyze_covers_the_searched_population(single, capsys):
+    assert main(["analyze", str(single), "--json", "--epsilon", "0.05"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    models = pd.read_parquet(single / "models")
+    assert result["n_models"] == len(models) >= 8 * SEEDS
+    assert "lr" in result["source_decomposition"] or "hidden+lr" in result["source_decomposition"]
