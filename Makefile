@@ -19,6 +19,8 @@ install: $(BIN)/rashomon
 demo: install
 	$(BIN)/rashomon run jobs/quickstart.yaml --out results/quickstart
 	$(BIN)/rashomon status results/quickstart
+	$(BIN)/rashomon analyze results/quickstart
+	$(BIN)/rashomon report results/quickstart
 	$(BIN)/python -c "import pandas as pd; \
 	p = pd.read_parquet('results/quickstart/predictions', filters=[('split', '==', 'test')]); \
 	print(p.head()); print(len(p), 'test predictions')"
