@@ -56,7 +56,8 @@ def pack_settings(hparams, train) -> PackSettings:
     )
 
 
-def pack_model(variant) -> PackModel:
+def pack_model(variant, hparams: dict | None = None) -> PackModel:
+    """``hparams``: a plain copy of the variant's, shared by the models of one configuration."""
     h = variant.hparams
     spec = ModelSpec(
         init_seed=variant.init_seed,
@@ -67,7 +68,7 @@ def pack_model(variant) -> PackModel:
         weight_decay=h["weight_decay"],
         dropout=h["dropout"],
     )
-    return PackModel(variant.model_id, spec, dict(h), variant.trial)
+    return PackModel(variant.model_id, spec, dict(h) if hparams is None else hparams, variant.trial)
 
 
 def pack_id(model_ids: Sequence[str]) -> str:
@@ -98,8 +99,15 @@ def plan_packs(
     equal-sized packs keep the tail of a run from waiting on one large pack.
     """
     groups: dict[PackSettings, list[PackModel]] = {}
+    per_configuration: dict[int, tuple] = {}  # the variants of one configuration share hparams
     for variant in variants:
-        groups.setdefault(pack_settings(variant.hparams, train), []).append(pack_model(variant))
+        key = id(variant.hparams)
+        if key not in per_configuration:
+            settings = pack_settings(variant.hparams, train)
+            members = groups.setdefault(settings, [])
+            per_configuration[key] = (variant.hparams, dict(variant.hparams), members)
+        _, hparams, members = per_configuration[key]
+        members.append(pack_model(variant, hparams))
     packs = []
     for settings, members in groups.items():
         if models_per_pack == "auto":
