@@ -1,0 +1,235 @@
+"""Fault injection on a multi-node Ray cluster on one machine (issue #6): a worker node lost
+mid-run, a pack that always fails, and a driver killed with SIGKILL. Every run must end with
+each model recorded exactly once and, where it finishes, with the same predictions as an
+undisturbed run (the trainer is deterministic). A trainer actor killed mid-pack is not tested
+yet: that test failed once in nine runs, cause not found."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from engine._driver import MAX_ATTEMPTS, run_job
+from engine.cli import main
+from jobs import expand, load_job
+
+JOB = """
+name: faults
+dataset: {source: wine, split: {val: 0.25, test: 0.25, seed: 1}}
+model: {family: mlp, hidden: [8], activation: relu}
+train: {epochs: 40, batch_size: 16, optimizer: sgd, lr: 0.05, momentum: 0.9}
+population:
+  seeds: {init: 3, order: 2, data: 2}
+  grid: {lr: [0.05, 0.1]}
+resources: {cpus_per_worker: 1, models_per_pack: 2}
+output: {predictions: [val, test], weights: true}
+flatness: {enabled: false}
+"""
+N_MODELS = 3 * 2 * 2 * 2
+N_PACKS = N_MODELS // 2
+PREDICTION_COLUMNS = ["model_id", "example_id", "split", "prob_0", "prob_1", "prob_2"]
+DEADLINE = 240  # seconds for any one wait; a run here takes a few seconds
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head and two worker nodes (1 CPU each) on loopback; the test process is the driver."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    assert not ray.is_initialized()
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 1, "include_dashboard": False},
+    )
+    for _ in range(2):
+        cluster.add_node(num_cpus=1)
+    try:
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def ensure_three_nodes(cluster) -> None:
+    """Bring the cluster back to head + 2 workers (a test may have removed one)."""
+    import ray
+
+    while len(cluster.worker_nodes) < 2:
+        cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    deadline = time.monotonic() + DEADLINE
+    while ray.is_initialized() and ray.cluster_resources().get("CPU", 0) < 3:
+        assert time.monotonic() < deadline, "the cluster did not come back to 3 CPUs"
+        time.sleep(0.1)
+
+
+def write_job(folder: Path, text: str = JOB) -> Path:
+    path = folder / "job.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def pack_files(out: Path) -> list[Path]:
+    folder = out / "models"
+    return list(folder.glob("*.parquet")) if folder.exists() else []
+
+
+def predictions(out: Path) -> pd.DataFrame:
+    frame = pd.read_parquet(out / "predictions", columns=PREDICTION_COLUMNS)
+    return frame.sort_values(["split", "model_id", "example_id"]).reset_index(drop=True)
+
+
+def assert_every_model_exactly_once(job_file: Path, out: Path) -> pd.DataFrame:
+    models = pd.read_parquet(out / "models")
+    expected = {v.model_id for v in expand(load_job(job_file))}
+    assert len(models) == N_MODELS == len(expected)
+    assert models["model_id"].is_unique and set(models["model_id"]) == expected
+    assert set(models["status"]) <= {"ok", "diverged"}
+    frame = pd.read_parquet(out / "predictions", columns=["model_id", "split", "example_id"])
+    assert frame.groupby("split")["model_id"].nunique().to_dict() == {
+        "test": N_MODELS,
+        "val": N_MODELS,
+    }
+    assert not frame.duplicated().any()
+    assert not list(out.rglob(".*.tmp"))
+    return models
+
+
+def when_packs_exist(out: Path, count: int, action) -> threading.Thread:
+    """Run ``action()`` in the background once ``count`` pack files exist (errors re-raised
+    by ``join_checked``)."""
+
+    def watch() -> None:
+        deadline = time.monotonic() + DEADLINE
+        while len(pack_files(out)) < count:
+            if time.monotonic() > deadline:
+                thread.error = TimeoutError("no pack files appeared")
+                return
+            time.sleep(0.02)
+        thread.packs_before = len(pack_files(out))
+        try:
+            action()
+        except BaseException as error:  # handed to the test thread
+            thread.error = error
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.error = None
+    thread.start()
+    return thread
+
+
+def join_checked(thread: threading.Thread) -> None:
+    thread.join(DEADLINE)
+    assert not thread.is_alive()
+    if thread.error is not None:
+        raise thread.error
+
+
+@pytest.fixture(scope="module")
+def undisturbed(cluster, tmp_path_factory):
+    """The job run once on the cluster without faults: the reference predictions."""
+    root = tmp_path_factory.mktemp("undisturbed")
+    job_file = write_job(root)
+    out = root / "out"
+    summary = run_job(load_job(job_file), out, address=cluster.address, show_progress=False)
+    assert (summary.trained, summary.failed) == (N_MODELS, 0)
+    assert_every_model_exactly_once(job_file, out)
+    return predictions(out)
+
+
+def test_a_worker_node_removed_mid_run_loses_no_model(cluster, undisturbed, tmp_path):
+    ensure_three_nodes(cluster)
+    job_file = write_job(tmp_path)
+    out = tmp_path / "out"
+    victim = next(iter(cluster.worker_nodes))
+    remover = when_packs_exist(out, 2, lambda: cluster.remove_node(victim, allow_graceful=False))
+    summary = run_job(load_job(job_file), out, address=cluster.address, show_progress=False)
+    join_checked(remover)
+    assert 2 <= remover.packs_before < N_PACKS, "the node should be removed mid-run"
+    assert victim not in cluster.worker_nodes
+    assert (summary.trained, summary.failed, summary.already_done) == (N_MODELS, 0, 0)
+    assert_every_model_exactly_once(job_file, out)
+    pd.testing.assert_frame_equal(predictions(out), undisturbed, check_exact=True)
+
+
+def test_a_poison_pack_fails_after_bounded_retries_and_only_it_is_rerun(cluster, tmp_path, capsys):
+    from engine._plan import plan_packs
+
+    ensure_three_nodes(cluster)
+    job_file = write_job(tmp_path)
+    job = load_job(job_file)
+    out = tmp_path / "out"
+    packs = plan_packs(expand(job), job.train, job.resources.models_per_pack, 13, 3)
+    assert len(packs) == N_PACKS
+    poison = packs[3]
+    # A directory where the pack's weights file must go: every attempt to write it raises
+    # inside the actor (os.replace onto a directory), for this pack only.
+    blocker = out / "weights" / f"{poison.pack_id}.safetensors"
+    (blocker / "in-the-way").mkdir(parents=True)
+    command = ["run", str(job_file), "--out", str(out), "--address", cluster.address, "--quiet"]
+    assert main(command) == 1
+    assert f"{N_MODELS - 2} models trained (0 diverged, 2 failed, 0 already done)" in (
+        capsys.readouterr().out
+    )
+    models = pd.read_parquet(out / "models")
+    assert len(models) == N_MODELS and models["model_id"].is_unique
+    failed = models[models["status"] == "failed"]
+    assert set(failed["model_id"]) == {m.model_id for m in poison.models}
+    assert set(failed["pack_id"]) == {poison.pack_id}
+    [error] = set(failed["error"])
+    assert error.startswith(f"failed {MAX_ATTEMPTS} times; last: IsADirectoryError")
+    assert models.loc[models["status"] != "failed", "error"].isna().all()
+    assert not (out / "predictions" / f"{poison.pack_id}.parquet").exists()
+
+    assert main(["status", str(out)]) == 1
+    text = capsys.readouterr().out
+    assert f"failed   {2:>8}" in text and f"done     {N_MODELS - 2:>8}" in text
+    assert f"pack {poison.pack_id} (2 models): failed {MAX_ATTEMPTS} times" in text
+    assert "IsADirectoryError" in text
+
+    before = {p: p.stat().st_mtime_ns for p in (out / "models").glob("*.parquet")}
+    shutil.rmtree(blocker)
+    assert main(command) == 0
+    assert f"2 models trained (0 diverged, 0 failed, {N_MODELS - 2} already done)" in (
+        capsys.readouterr().out
+    )
+    after = {p: p.stat().st_mtime_ns for p in (out / "models").glob("*.parquet")}
+    changed = {p.stem for p in after if before.get(p) != after[p]}
+    assert changed == {poison.pack_id}
+    assert_every_model_exactly_once(job_file, out)
+    assert main(["status", str(out)]) == 0
+
+
+def test_driver_killed_with_sigkill_on_the_cluster_resumes(cluster, undisturbed, tmp_path):
+    ensure_three_nodes(cluster)
+    job_file = write_job(tmp_path)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "engine.cli", "run", str(job_file), "--out", str(out),
+               "--address", cluster.address, "--quiet"]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    driver = subprocess.Popen(command, env=env, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + DEADLINE
+    while len(pack_files(out)) < 2 and driver.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    finished_before = len(pack_files(out))
+    assert 2 <= finished_before < N_PACKS, "the kill should land mid-run"
+    summary = run_job(load_job(job_file), out, address=cluster.address, show_progress=False)
+    assert summary.failed == 0
+    assert summary.already_done == 2 * finished_before
+    assert summary.trained == N_MODELS - 2 * finished_before
+    assert_every_model_exactly_once(job_file, out)
+    pd.testing.assert_frame_equal(predictions(out), undisturbed, check_exact=True)
