@@ -229,7 +229,9 @@ def test_driver_killed_with_sigkill_on_the_cluster_resumes(cluster, undisturbed,
     assert 2 <= finished_before < N_PACKS, "the kill should land mid-run"
     summary = run_job(load_job(job_file), out, address=cluster.address, show_progress=False)
     assert summary.failed == 0
-    assert summary.already_done == 2 * finished_before
+    # actors of the killed driver may finish a pack in flight before Ray reaps them
+    assert summary.already_done >= 2 * finished_before
+    assert summary.already_done + summary.trained == N_MODELS
     assert summary.trained == N_MODELS - 2 * finished_before
     assert_every_model_exactly_once(job_file, out)
     pd.testing.assert_frame_equal(predictions(out), undisturbed, check_exact=True)
