@@ -83,6 +83,7 @@ def run_job(
         )
         results.discard_packs(failed_packs - {p.pack_id for p in packs})
         _Scheduler(ray, job, dataset, results, workers, summary, show_progress).run(packs)
+        results.remove_temporaries()
     summary.seconds = time.perf_counter() - start
     return summary
 

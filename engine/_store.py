@@ -57,8 +57,7 @@ class ResultsDir:
             )
         for folder in (self.models_dir, self.predictions_dir, self.weights_dir):
             folder.mkdir(parents=True, exist_ok=True)
-            for stale in folder.glob(".*.tmp"):  # left by a writer killed mid-file
-                stale.unlink(missing_ok=True)
+        self.remove_temporaries()
         if found is None:
             self._write_examples(dataset)
             header = "".join(f"# {k}: {v}\n" for k, v in wanted.items())
@@ -74,6 +73,13 @@ class ResultsDir:
             }
         ).replace_schema_metadata({"classes": json.dumps(list(dataset.classes))})
         self._atomic(self.examples_file, lambda p: pq.write_table(table, p))
+
+    def remove_temporaries(self) -> None:
+        """Delete hidden temporary files left by writers killed mid-file (a killed run's actors
+        can die a little after it); call only when no writer of this folder is at work."""
+        for folder in (self.models_dir, self.predictions_dir, self.weights_dir):
+            for stale in folder.glob(".*.tmp"):
+                stale.unlink(missing_ok=True)
 
     def recorded_models(self) -> pd.DataFrame:
         """``model_id``, ``pack_id``, ``status``, ``error`` of every model with a record."""
