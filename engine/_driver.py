@@ -124,7 +124,7 @@ class _Scheduler:
         attempts: Counter[str] = Counter()
         load = Counter()
         with tqdm(
-            total=self.summary.total,
+            total=self.summary.total or None,  # a search does not know its size
             initial=self.summary.already_done,
             unit="model",
             disable=not self.show_progress,

@@ -103,7 +103,8 @@ class _Search:
         self.study, self.job, self.dataset, self.results = study, job, dataset, results
         self.workers, self.n_trials = workers, n_trials
         self.waiting: dict[int, set[str]] = {}  # trial number -> unfinished pack ids
-        self.trial_of: dict[str, int] = {}  # pack id -> trial number
+        self.trials_of: dict[str, set[int]] = {}  # pack id in flight -> trials waiting for it
+        self.pack_of: dict[str, str] = {}  # model id in flight -> its pack id
         self.cohorts: dict[int, tuple[object, list[str]]] = {}
         self.failed = 0  # trials of this run that failed: they stop the search at n_trials
 
@@ -120,14 +121,18 @@ class _Search:
         """Ask for trials until enough are in flight to keep every worker busy."""
         packs: list[Pack] = []
         limit = max(1, self.workers * IN_FLIGHT_TRIALS_PER_WORKER)
+        finished = self._finished_ids()
         while self.wanted() and len(self.waiting) < limit:
             trial = self.study.ask()
             params = {name: _suggest(trial, name, dist) for name, dist in self._distributions()}
             variants = cohort(self.job, params, trial=trial.number)
-            finished = self._finished_ids()
-            pending = [v for v in variants if v.model_id not in finished]
             self.cohorts[trial.number] = (trial, [v.model_id for v in variants])
-            if not pending:
+            # a configuration asked twice waits for the packs already training its models
+            shared = {self.pack_of[v.model_id] for v in variants if v.model_id in self.pack_of}
+            pending = [
+                v for v in variants if v.model_id not in finished and v.model_id not in self.pack_of
+            ]
+            if not pending and not shared:
                 self._tell(trial.number)
                 continue
             trial_packs = plan_packs(
@@ -139,17 +144,22 @@ class _Search:
                 n_workers=self.workers,
                 on_gpu=self.job.resources.gpus_per_worker > 0,
             )
-            self.waiting[trial.number] = {p.pack_id for p in trial_packs}
-            self.trial_of |= {p.pack_id: trial.number for p in trial_packs}
+            self.waiting[trial.number] = shared | {p.pack_id for p in trial_packs}
+            for pack in trial_packs:
+                self.pack_of |= {m.model_id: pack.pack_id for m in pack.models}
+            for pack_id in self.waiting[trial.number]:
+                self.trials_of.setdefault(pack_id, set()).add(trial.number)
             packs += trial_packs
         return packs
 
     def pack_done(self, pack: Pack) -> None:
-        number = self.trial_of.pop(pack.pack_id)
-        self.waiting[number].discard(pack.pack_id)
-        if not self.waiting[number]:
-            del self.waiting[number]
-            self._tell(number)
+        for model in pack.models:
+            self.pack_of.pop(model.model_id, None)
+        for number in sorted(self.trials_of.pop(pack.pack_id, ())):
+            self.waiting[number].discard(pack.pack_id)
+            if not self.waiting[number]:
+                del self.waiting[number]
+                self._tell(number)
 
     def _tell(self, number: int) -> None:
         import optuna

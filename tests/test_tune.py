@@ -203,3 +203,18 @@ def test_analyze_covers_the_searched_population(single, capsys):
     models = pd.read_parquet(single / "models")
     assert result["n_models"] == len(models) >= 8 * SEEDS
     assert "lr" in result["source_decomposition"] or "hidden+lr" in result["source_decomposition"]
+
+
+def test_a_configuration_asked_twice_at_once_is_trained_once(ray_cluster, tmp_path):
+    # one choice: every trial is the same cohort, and two are in flight at once (two workers)
+    text = JOB.split("search:")[0] + "search: {hidden: {choice: [[4, 4]]}}\n"
+    job = tmp_path / "job.yaml"
+    job.write_text(textwrap.dedent(text))
+    out = tmp_path / "out"
+    assert main(["tune", str(job), "--trials", "6", "--out", str(out), "--quiet"]) == 0
+    study = load(out)
+    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(complete) == len(study.trials) == 6
+    models = pd.read_parquet(out / "models")
+    assert len(models) == SEEDS and models["model_id"].is_unique
+    assert len({trial.value for trial in complete}) == 1  # the same cohort, the same score
