@@ -34,14 +34,13 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-import pyarrow.fs as pafs
 import torch
 
 from analysis._rashomon_set import DEFAULT_EPSILON, DEFAULT_METRIC, RashomonSet, rashomon_set
 from analysis._results import SPLITS, Results, open_results
 from engine._families import Architecture, forward
 from engine._store import ResultsDir
-from jobs import UserError, load_job, prepare_job_dataset
+from jobs import UserError, prepare_job_dataset
 
 __all__ = [
     "barrier_height",
@@ -126,8 +125,8 @@ def linear_mode_connectivity(
     for rows, arch, starts, ends in _batches(pairs, models):
         if arch.n_features != inputs.shape[1]:
             raise UserError(
-                f"{store.root}: the saved weights take {arch.n_features} features but the job's "
-                f"dataset now has {inputs.shape[1]}; the dataset changed since the run"
+                f"{store.location}: the saved weights take {arch.n_features} features but the "
+                f"job's dataset now has {inputs.shape[1]}; the dataset changed since the run"
             )
         loss[rows], error[rows] = _paths(arch, starts, ends, t, inputs.to(starts[0].dtype), labels)
     return pairs.assign(
@@ -251,13 +250,8 @@ def _evaluate(
 
 
 def _weights_store(results: Results) -> ResultsDir:
-    if not isinstance(results.filesystem, pafs.LocalFileSystem):
-        raise UserError(
-            f"{results.location}: linear mode connectivity reads the saved weights of a local "
-            "results folder; copy the folder to local disk first"
-        )
-    store = ResultsDir(results.root)
-    if not any(store.weights_dir.glob("*.safetensors")):
+    store = ResultsDir(results.location)
+    if not store.has_weights():
         raise UserError(
             f"{results.location}: no saved weights (the job ran with output.weights: false); "
             "rerun it with output.weights: true to measure linear mode connectivity"
@@ -341,7 +335,7 @@ def _load_models(
         missing = set(ids) - set(pack_ids)
         if missing:
             raise UserError(
-                f"{store.weights_dir / pack_id}.safetensors: no weights for {sorted(missing)}; "
+                f"{store.pack_file('weights', pack_id)}: no weights for {sorted(missing)}; "
                 "rerun `rashomon run` to redo this pack"
             )
         # shapes, not the `hidden` metadata: a logistic pack records its job's unused widths
@@ -382,15 +376,16 @@ def _batches(pairs: pd.DataFrame, models: dict[str, tuple[Architecture, list[tor
 def _evaluation_data(store: ResultsDir, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Features and labels of ``split``, prepared exactly as for training."""
     try:
-        dataset = prepare_job_dataset(load_job(store.job_file))
+        dataset = prepare_job_dataset(store.job())
     except UserError as error:
         raise UserError(
-            f"{store.root}: cannot prepare the job's dataset to evaluate the saved weights: {error}"
+            f"{store.location}: cannot prepare the job's dataset to evaluate the saved "
+            f"weights: {error}"
         ) from None
     recorded = (store.identity() or {}).get("dataset_fingerprint")
     if recorded not in (None, dataset.fingerprint):
         raise UserError(
-            f"{store.job_file}: the dataset file changed since the run (fingerprint "
+            f"{store.location}/job.yaml: the dataset file changed since the run (fingerprint "
             f"{dataset.fingerprint[:12]}, recorded {recorded[:12]}); restore the original file "
             "to evaluate the saved weights"
         )

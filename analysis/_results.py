@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from engine._location import display_location, resolve_location
 from jobs import UserError
 
 SPLITS = ("train", "val", "test")
@@ -41,22 +42,6 @@ def _rows_of(table: pa.Table, split: str) -> pa.Table:
     return table.take(pa.array(positions))
 
 
-def _filesystem(url: str) -> tuple[pafs.FileSystem, str]:
-    """A pyarrow filesystem for ``url``; fsspec's (e.g. ``memory://``) when pyarrow has none."""
-    try:
-        return pafs.FileSystem.from_uri(url)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as error:
-        try:
-            import fsspec
-        except ImportError:
-            raise UserError(f"{url}: cannot open this results URL ({error})") from None
-        try:
-            filesystem, path = fsspec.core.url_to_fs(url)
-        except (ValueError, ImportError, OSError) as fsspec_error:
-            raise UserError(f"{url}: cannot open this results URL ({fsspec_error})") from None
-        return pafs.PyFileSystem(pafs.FSSpecHandler(filesystem)), path.rstrip("/")
-
-
 def open_results(location: str | os.PathLike) -> Results:
     """Open a results folder written by ``rashomon run`` (nothing is read yet)."""
     return Results(location)
@@ -66,12 +51,8 @@ class Results:
     """One results folder. Tables are read on first use and kept."""
 
     def __init__(self, location: str | os.PathLike) -> None:
-        text = os.fspath(location)
-        if "://" in text:
-            self.filesystem, self.root = _filesystem(text)
-        else:
-            self.filesystem, self.root = pafs.LocalFileSystem(), os.path.abspath(text)
-        self.location = text.rstrip("/")
+        self.filesystem, self.root = resolve_location(location)
+        self.location = display_location(location)
         if self._info("examples.parquet").type != pafs.FileType.File:
             raise UserError(
                 f"{self.location}: not a rashomon results folder (no examples.parquet); "

@@ -9,11 +9,11 @@ what makes a rerun after a kill resume exactly where the files say the run stopp
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from engine import _cluster
 from engine._actor import PackTrainer, dataset_payload
@@ -36,7 +36,7 @@ class RunSummary:
     diverged: int
     failed: int
     seconds: float
-    out_dir: Path
+    out_dir: str
 
     def line(self) -> str:
         return (
@@ -57,7 +57,7 @@ def pending_models(job, results: ResultsDir):
 
 def run_job(
     job,
-    out_dir: str | Path,
+    out_dir: str | os.PathLike,
     address: str | None = None,
     show_progress: bool = True,
     num_cpus: int | None = None,
@@ -67,7 +67,7 @@ def run_job(
     results = ResultsDir(out_dir)
     results.claim(job, dataset)
     pending, total, failed_packs = pending_models(job, results)
-    summary = RunSummary(total, total - len(pending), 0, 0, 0, 0.0, Path(out_dir))
+    summary = RunSummary(total, total - len(pending), 0, 0, 0, 0.0, results.location)
     if pending:
         ray = _cluster.connect(address, num_cpus=num_cpus)
         resources = job.resources
@@ -83,7 +83,7 @@ def run_job(
         )
         results.discard_packs(failed_packs - {p.pack_id for p in packs})
         _Scheduler(ray, job, dataset, results, workers, summary, show_progress).run(packs)
-        results.remove_temporaries()
+        results.remove_uncommitted()
     summary.seconds = time.perf_counter() - start
     return summary
 
@@ -100,7 +100,7 @@ class _Scheduler:
         flatness = FlatnessSettings.from_config(job.flatness) if job.flatness.enabled else None
         self.new_actor = lambda: actor_class.remote(
             data_ref,
-            str(results.root.resolve()),
+            results.location,
             tuple(job.output.predictions),
             job.output.weights,
             threads,

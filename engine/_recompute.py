@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from pydantic import ValidationError
 
@@ -24,41 +22,38 @@ from engine._families import Architecture, init_parameters
 from engine._flatness import FlatnessSettings, curvature_rows, flatness_statistics
 from engine._memory import keep_freed_memory
 from engine._store import ResultsDir
-from jobs import FLATNESS_COLUMNS, FlatnessConfig, UserError, load_job, prepare_job_dataset
+from jobs import FLATNESS_COLUMNS, FlatnessConfig, UserError, prepare_job_dataset
 
 
-def recompute_flatness(root: Path, overrides: Mapping[str, str]) -> tuple[int, FlatnessConfig]:
+def recompute_flatness(location: str, overrides: Mapping[str, str]) -> tuple[int, FlatnessConfig]:
     """Write the SPEC §8 columns of every pack with saved weights; returns (models, settings)."""
-    results = ResultsDir(root)
-    identity = results.identity()
-    if identity is None:
-        raise UserError(f"{root}: not a rashomon results folder (no job.yaml)")
-    job = load_job(results.job_file)
+    results = ResultsDir(location)
+    job = results.job()
     config = _settings(job.flatness, overrides)
     dataset = prepare_job_dataset(job)
-    if dataset.fingerprint != identity.get("dataset_fingerprint"):
+    if dataset.fingerprint != results.identity().get("dataset_fingerprint"):
         raise UserError(
-            f"{job.dataset.source}: the dataset changed since {root} was trained; the "
-            "statistics would not describe these models"
+            f"{job.dataset.source}: the dataset changed since {results.location} was trained; "
+            "the statistics would not describe these models"
         )
     settings = FlatnessSettings.from_config(config)
     keep_freed_memory()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    files = sorted(results.models_dir.glob("*.parquet"))
-    if not files:
-        raise UserError(f"{root}: no trained models yet; run `rashomon run` first")
+    pack_ids = results.pack_ids()
+    if not pack_ids:
+        raise UserError(f"{results.location}: no trained models yet; run `rashomon run` first")
     measured = 0
-    for path in files:
-        models = pq.read_table(path)
+    for pack_id in pack_ids:
+        models = results.read_models(pack_id)
         if set(models["status"].to_pylist()) <= {"failed"}:
             continue
-        stats = _pack_statistics(results, path.stem, models, dataset, settings, device)
+        stats = _pack_statistics(results, pack_id, models, dataset, settings, device)
         columns = {name: models[name] for name in models.column_names}
         columns |= {name: pa.array(stats[name]) for name in FLATNESS_COLUMNS}
         table = pa.table(columns, schema=models.schema).replace_schema_metadata(
             {"flatness": json.dumps(config.model_dump())}
         )
-        results.rewrite_models(path.stem, table)
+        results.rewrite_models(pack_id, table)
         measured += int(np.isfinite(stats["weight_norm"]).sum())
     return measured, config
 
@@ -88,7 +83,9 @@ def _value(text: str):
 def _pack_statistics(results, pack_id, models, dataset, settings, device) -> dict[str, np.ndarray]:
     model_ids, params, metadata = results.read_weights(pack_id)
     if model_ids != models["model_id"].to_pylist():
-        raise UserError(f"{results.weights_dir / pack_id}: weights and models table disagree")
+        raise UserError(
+            f"{results.pack_file('weights', pack_id)}: weights and models table disagree"
+        )
     params = [p.to(device) for p in params]
     hidden = tuple(int(w.shape[2]) for w in params[0:-2:2])
     arch = Architecture(dataset.n_features, hidden, dataset.n_classes, metadata["activation"])

@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from engine._store import ResultsDir
-from jobs import UserError, count_models, load_job
+from jobs import count_models
 
 
-def describe_status(root: Path) -> tuple[str, int]:
+def describe_status(location: str) -> tuple[str, int]:
     """A readable summary and the number of failed models."""
-    results = ResultsDir(root)
-    if results.identity() is None:
-        raise UserError(
-            f"{root}: not a rashomon results folder (no job.yaml); give the --out "
-            "folder of a `rashomon run`"
-        )
-    job = load_job(results.job_file)
+    results = ResultsDir(location)
+    job = results.job()
     total = count_models(job)
     recorded = results.recorded_models()
     counts = recorded["status"].value_counts()
     ok, diverged, failed = (int(counts.get(s, 0)) for s in ("ok", "diverged", "failed"))
     lines = [
-        f"{root}: job {job.name}",
+        f"{results.location}: job {job.name}",
         f"  done     {ok + diverged:>8} ({ok} ok, {diverged} diverged)",
         f"  pending  {total - ok - diverged - failed:>8}",
         f"  failed   {failed:>8}",

@@ -1,10 +1,11 @@
-"""The results folder of SPEC §5: layout, identity of the job it holds, atomic pack files.
+"""The results folder of SPEC §5: layout, identity of the job it holds, pack files.
 
-Every file becomes visible under its final name only once it is complete (written under a hidden
-temporary name, then renamed), so a reader — or a rerun after a crash — never sees half a file;
-Parquet readers skip the hidden names. A pack's files are named by its pack id and rewritten
-whole, which makes a retried or resumed pack idempotent. The ``models`` file is written last: it
-is what marks a pack as finished.
+A folder may be a local or shared path, or any ``pyarrow.fs`` URL (``s3://``, ``gs://``): the
+trainer actors write their pack files there directly. Every file appears whole or not at all
+(`engine._location.put`). A pack's files are named by its pack id and rewritten whole, which makes
+a retried or resumed pack idempotent. The ``models`` file is written last and is the pack's commit
+marker: predictions or weights without it belong to a writer that died, are never read, and are
+deleted when the next run starts or ends (`remove_uncommitted`).
 """
 
 from __future__ import annotations
@@ -12,37 +13,64 @@ from __future__ import annotations
 import json
 import os
 import re
-import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import torch
 
-from jobs import UserError
+from engine._location import delete, display_location, list_files, put, resolve_location
+from jobs import Job, UserError, load_job_text
 
 HEADER = re.compile(r"^# (job_hash|dataset_fingerprint): ([0-9a-f]+)$", re.M)
 SPLIT_NAMES = ("train", "val", "test")
+PACK_FILES = {"models": ".parquet", "predictions": ".parquet", "weights": ".safetensors"}
 
 
 class ResultsDir:
-    def __init__(self, root: str | os.PathLike) -> None:
-        self.root = Path(root)
-        self.job_file = self.root / "job.yaml"
-        self.examples_file = self.root / "examples.parquet"
-        self.models_dir = self.root / "models"
-        self.predictions_dir = self.root / "predictions"
-        self.weights_dir = self.root / "weights"
+    def __init__(self, location: str | os.PathLike) -> None:
+        self.location = display_location(location)
+        self.filesystem, self.root = resolve_location(location)
+        self.is_local = isinstance(self.filesystem, pafs.LocalFileSystem)
+
+    def path(self, *parts: str) -> str:
+        return "/".join((self.root, *parts))
+
+    def pack_file(self, folder: str, pack_id: str) -> str:
+        return self.path(folder, pack_id + PACK_FILES[folder])
 
     def identity(self) -> dict[str, str] | None:
         """The job hash and dataset fingerprint recorded in ``job.yaml``, if there is one."""
-        if not self.job_file.exists():
+        text = self._job_text()
+        return None if text is None else dict(HEADER.findall(text))
+
+    def job(self) -> Job:
+        """The job these results were trained from (as recorded in ``job.yaml``)."""
+        text = self._job_text()
+        if text is None:
+            raise UserError(
+                f"{self.location}: not a rashomon results folder (no job.yaml); give the --out "
+                "folder of a `rashomon run`"
+            )
+        base_dir = Path(self.root) if self.is_local else Path.cwd()
+        return load_job_text(text, f"{self.location}/job.yaml", base_dir=base_dir)
+
+    def _job_text(self) -> str | None:
+        try:
+            with self.filesystem.open_input_stream(self.path("job.yaml")) as stream:
+                return stream.read().decode()
+        except FileNotFoundError:
             return None
-        return dict(HEADER.findall(self.job_file.read_text()))
+        except OSError as error:
+            raise UserError(
+                f"{self.location}: cannot read this results folder ({error}); check the URL, "
+                "that the bucket exists and the credentials in the environment (AWS_*, GOOGLE_*)"
+            ) from None
 
     def claim(self, job, dataset) -> None:
         """Make this folder hold ``job``'s results, or refuse if it holds another job's."""
@@ -51,17 +79,24 @@ class ResultsDir:
         if found is not None and found != wanted:
             what = "job" if found.get("job_hash") != job.job_hash else "dataset file"
             raise UserError(
-                f"{self.root}: holds the results of a different {what} "
+                f"{self.location}: holds the results of a different {what} "
                 f"(job hash {found.get('job_hash', '?')[:12]}, this job {job.job_hash[:12]}); "
                 "choose another --out, or delete the folder to start over"
             )
-        for folder in (self.models_dir, self.predictions_dir, self.weights_dir):
-            folder.mkdir(parents=True, exist_ok=True)
-        self.remove_temporaries()
-        if found is None:
-            self._write_examples(dataset)
-            header = "".join(f"# {k}: {v}\n" for k, v in wanted.items())
-            self._atomic(self.job_file, lambda p: p.write_text(header + job.to_yaml()))
+        try:
+            if self.is_local:
+                for folder in PACK_FILES:
+                    self.filesystem.create_dir(self.path(folder))
+            self.remove_uncommitted()
+            if found is None:
+                self._write_examples(dataset)
+                header = "".join(f"# {k}: {v}\n" for k, v in wanted.items())
+                put(self.filesystem, self.path("job.yaml"), (header + job.to_yaml()).encode())
+        except OSError as error:
+            raise UserError(
+                f"{self.location}: cannot write the results here ({error}); choose a writable "
+                "--out, or check the bucket and the credentials in the environment"
+            ) from None
 
     def _write_examples(self, dataset) -> None:
         table = pa.table(
@@ -72,29 +107,55 @@ class ResultsDir:
                 **{name: dataset.groups[name].to_numpy() for name in dataset.groups.columns},
             }
         ).replace_schema_metadata({"classes": json.dumps(list(dataset.classes))})
-        self._atomic(self.examples_file, lambda p: pq.write_table(table, p))
+        put(self.filesystem, self.path("examples.parquet"), _parquet_bytes(table))
 
-    def remove_temporaries(self) -> None:
-        """Delete hidden temporary files left by writers killed mid-file (a killed run's actors
-        can die a little after it); call only when no writer of this folder is at work."""
-        for folder in (self.models_dir, self.predictions_dir, self.weights_dir):
-            for stale in folder.glob(".*.tmp"):
-                stale.unlink(missing_ok=True)
+    def remove_uncommitted(self) -> None:
+        """Delete what writers killed mid-pack left: temporary files, and predictions or weights
+        of packs without a models file. Call only when no writer of this folder is at work (a
+        killed run's actors may die a little after it: a run calls this at its start and end)."""
+        committed = set(self.pack_ids())
+        for folder, suffix in PACK_FILES.items():
+            for info in list_files(self.filesystem, self.path(folder)):
+                name = info.base_name
+                uncommitted = name.endswith(suffix) and name[: -len(suffix)] not in committed
+                if name.endswith(".tmp") or (folder != "models" and uncommitted):
+                    delete(self.filesystem, info.path)
+
+    def pack_ids(self) -> list[str]:
+        """The committed packs: those with a models file."""
+        suffix = PACK_FILES["models"]
+        return sorted(
+            info.base_name[: -len(suffix)]
+            for info in list_files(self.filesystem, self.path("models"))
+            if info.base_name.endswith(suffix) and not info.base_name.startswith(".")
+        )
+
+    def has_weights(self) -> bool:
+        return any(
+            info.base_name.endswith(PACK_FILES["weights"])
+            for info in list_files(self.filesystem, self.path("weights"))
+        )
+
+    def _models_dataset(self) -> pq.ParquetDataset | None:
+        files = [self.pack_file("models", pack_id) for pack_id in self.pack_ids()]
+        return pq.ParquetDataset(files, filesystem=self.filesystem) if files else None
 
     def recorded_models(self) -> pd.DataFrame:
         """``model_id``, ``pack_id``, ``status``, ``error`` of every model with a record."""
         columns = ["model_id", "pack_id", "status", "error"]
-        files = sorted(self.models_dir.glob("*.parquet")) if self.models_dir.exists() else []
-        if not files:
+        dataset = self._models_dataset()
+        if dataset is None:
             return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
-        return pq.ParquetDataset(files).read(columns=columns).to_pandas()
+        return dataset.read(columns=columns).to_pandas()
 
     def recorded_metrics(self, model_ids) -> pd.DataFrame:
         """``model_id``, ``status``, ``val_acc`` of the given models that have a record."""
-        files = sorted(self.models_dir.glob("*.parquet"))
+        table = self._models_dataset().read(columns=["model_id", "status", "val_acc"])
         wanted = pa.array(list(model_ids), pa.string())
-        table = pq.ParquetDataset(files).read(columns=["model_id", "status", "val_acc"])
         return table.filter(pc.is_in(table["model_id"], value_set=wanted)).to_pandas()
+
+    def read_models(self, pack_id: str) -> pa.Table:
+        return pq.read_table(self.pack_file("models", pack_id), filesystem=self.filesystem)
 
     def write_pack(
         self,
@@ -105,66 +166,57 @@ class ResultsDir:
         weights_metadata: Mapping[str, str] | None = None,
     ) -> None:
         if weights is not None:
-            from safetensors.torch import save_file
+            from safetensors.torch import save
 
-            target = self.weights_dir / f"{pack_id}.safetensors"
-            self._atomic(
-                target,
-                lambda p: save_file(
-                    {k: v.contiguous() for k, v in weights.items()},
-                    str(p),
-                    dict(weights_metadata or {}),
-                ),
-            )
+            tensors = {k: v.contiguous() for k, v in weights.items()}
+            data = save(tensors, dict(weights_metadata or {}))
+            put(self.filesystem, self.pack_file("weights", pack_id), data)
         if predictions is not None:
-            target = self.predictions_dir / f"{pack_id}.parquet"
-            self._atomic(target, lambda p: _write_parquet(predictions, p))
-        self._atomic(self.models_dir / f"{pack_id}.parquet", lambda p: _write_parquet(models, p))
+            put(
+                self.filesystem, self.pack_file("predictions", pack_id), _parquet_bytes(predictions)
+            )
+        self.rewrite_models(pack_id, models)
 
     def rewrite_models(self, pack_id: str, models: pa.Table) -> None:
-        """Replace a finished pack's models file (atomically, like every write)."""
-        self._atomic(self.models_dir / f"{pack_id}.parquet", lambda p: _write_parquet(models, p))
+        """Write (or replace) a pack's models file: the pack's commit."""
+        put(self.filesystem, self.pack_file("models", pack_id), _parquet_bytes(models))
 
     def read_weights(self, pack_id: str) -> tuple[list[str], list[torch.Tensor], dict[str, str]]:
         """A pack's saved weights: model ids, stacked ``[W0, b0, W1, b1, …]`` and the metadata
         (``hidden``, ``activation`` as JSON/text). safetensors only: nothing is unpickled."""
-        from safetensors import safe_open
+        from safetensors.torch import load
 
-        path = self.weights_dir / f"{pack_id}.safetensors"
-        if not path.exists():
+        path = self.pack_file("weights", pack_id)
+        try:
+            with self.filesystem.open_input_stream(path) as stream:
+                data = stream.read()
+        except FileNotFoundError:
             raise UserError(
                 f"{path}: no saved weights for pack {pack_id}; run the job with "
                 "output.weights: true"
-            )
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-            n_layers = len(handle.keys()) // 2
-            params = [
-                handle.get_tensor(f"layers.{i}.{kind}")
-                for i in range(n_layers)
-                for kind in ("weight", "bias")
-            ]
+            ) from None
+        tensors = load(data)
+        n_layers = len(tensors) // 2
+        params = [
+            tensors[f"layers.{i}.{kind}"] for i in range(n_layers) for kind in ("weight", "bias")
+        ]
+        metadata = _safetensors_metadata(data)
         return json.loads(metadata["model_ids"]), params, metadata
 
     def discard_packs(self, pack_ids) -> None:
         """Forget packs whose models are about to be trained again under other pack ids."""
         for pack_id in pack_ids:
-            for path in (
-                self.models_dir / f"{pack_id}.parquet",
-                self.predictions_dir / f"{pack_id}.parquet",
-                self.weights_dir / f"{pack_id}.safetensors",
-            ):
-                path.unlink(missing_ok=True)
-
-    @staticmethod
-    def _atomic(target: Path, write: Callable[[Path], object]) -> None:
-        temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-        try:
-            write(temporary)
-            os.replace(temporary, target)
-        finally:
-            temporary.unlink(missing_ok=True)
+            for folder in ("models", "predictions", "weights"):
+                delete(self.filesystem, self.pack_file(folder, pack_id))
 
 
-def _write_parquet(table: pa.Table, path: Path) -> None:
-    pq.write_table(table, path, compression="zstd", row_group_size=1 << 20)
+def _parquet_bytes(table: pa.Table) -> pa.Buffer:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd", row_group_size=1 << 20)
+    return sink.getvalue()
+
+
+def _safetensors_metadata(data: bytes) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file: a little-endian u64 length, then JSON."""
+    length = int.from_bytes(data[:8], "little")
+    return json.loads(data[8 : 8 + length]).get("__metadata__") or {}

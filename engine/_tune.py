@@ -15,9 +15,9 @@ trials count towards ``--trials``.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -44,7 +44,7 @@ class TuneSummary:
 
 def tune_job(
     job,
-    out_dir: str | Path,
+    out_dir: str | os.PathLike,
     n_trials: int,
     storage: str | None = None,
     study_name: str | None = None,
@@ -60,11 +60,10 @@ def tune_job(
         )
     if n_trials < 1:
         raise UserError(f"--trials {n_trials}: must be >= 1")
-    out_dir = Path(out_dir)
     dataset = prepare_job_dataset(job)
     results = ResultsDir(out_dir)
     results.claim(job, dataset)
-    storage = storage or f"sqlite:///{(out_dir / 'study.db').resolve()}"
+    storage = storage or _default_storage(results)
     name = study_name or job.name
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
@@ -77,7 +76,7 @@ def tune_job(
     # a resumed study must not replay the first run's random draws
     study.sampler = _sampler(job.search, offset=len(study.trials))
     start = time.perf_counter()
-    summary = RunSummary(0, 0, 0, 0, 0, 0.0, out_dir)
+    summary = RunSummary(0, 0, 0, 0, 0, 0.0, results.location)
     ray = _cluster.connect(address)
     resources = job.resources
     workers = _cluster.worker_count(ray, resources.cpus_per_worker, resources.gpus_per_worker)
@@ -94,6 +93,17 @@ def tune_job(
         best=study.best_trials,
         run=summary,
     )
+
+
+def _default_storage(results: ResultsDir) -> str:
+    """SQLite beside the results; SQLite cannot live in an object store."""
+    if not results.is_local:
+        raise UserError(
+            f"--out {results.location}: the default study storage is a SQLite file in the "
+            "results folder, which an object store cannot hold; pass --storage "
+            "postgresql://... (or journal:PATH on a shared filesystem)"
+        )
+    return f"sqlite:///{results.path('study.db')}"
 
 
 class _Search:
@@ -192,7 +202,7 @@ def _objective(name: str, models: pd.DataFrame, results: ResultsDir) -> float:
     ok = models.loc[models["status"] == "ok", "model_id"].tolist()
     if len(ok) < 2:
         return 0.0
-    probabilities = open_results(results.root).probabilities("val", ok)
+    probabilities = open_results(results.location).probabilities("val", ok)
     return float(disagreement(predicted_classes(probabilities), probabilities.shape[-1]).mean())
 
 

@@ -13,6 +13,11 @@ from pathlib import Path
 
 from jobs import UserError
 
+OUT_HELP = (
+    "results folder: a path (shared across nodes on a cluster) or a pyarrow.fs URL such as "
+    "s3://bucket/prefix (default results/<job name>)"
+)
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
@@ -37,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="train every model of a job (resumes a stopped run)")
     run.add_argument("job", type=Path, help="the job YAML")
-    run.add_argument("--out", type=Path, help="results folder (default results/<job name>)")
+    run.add_argument("--out", help=OUT_HELP)
     run.add_argument(
         "--address",
         help="Ray cluster to join: auto or HOST:PORT (default: "
@@ -52,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     tune.add_argument("job", type=Path, help="the job YAML, with a search: section")
     tune.add_argument("--trials", type=int, required=True, help="completed trials wanted")
-    tune.add_argument("--out", type=Path, help="results folder (default results/<job name>)")
+    tune.add_argument("--out", help=OUT_HELP)
     tune.add_argument(
         "--storage",
         help="Optuna storage URL (default sqlite:///DIR/study.db; postgresql://…; "
@@ -64,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     tune.set_defaults(command=_tune)
 
     status = commands.add_parser("status", help="done / pending / failed models of a run")
-    status.add_argument("dir", type=Path)
+    status.add_argument("dir", help="results folder: a path or a pyarrow.fs URL")
     status.set_defaults(command=_status)
 
     analyze = commands.add_parser(
@@ -82,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     flatness = commands.add_parser(
         "flatness", help="(re)compute the flat-minima statistics from saved weights"
     )
-    flatness.add_argument("dir", type=Path, help="results folder of a `rashomon run`")
+    flatness.add_argument("dir", help="results folder of a `rashomon run` (path or URL)")
     flatness.add_argument(
         "--set",
         action="append",
@@ -101,7 +106,7 @@ def _run(args) -> int:
     from jobs import load_job
 
     job = load_job(args.job)
-    out = args.out or Path("results") / job.name
+    out = args.out or f"results/{job.name}"
     if args.dry_run:
         from engine._dry_run import describe_plan
 
@@ -119,7 +124,7 @@ def _tune(args) -> int:
     from jobs import load_job
 
     job = load_job(args.job)
-    out = args.out or Path("results") / job.name
+    out = args.out or f"results/{job.name}"
     summary = tune_job(
         job, out, args.trials, args.storage, args.study, args.address, not args.quiet
     )

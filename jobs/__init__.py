@@ -11,7 +11,15 @@ from jobs._datasets import (
 )
 from jobs._errors import UserError
 from jobs._expand import ModelVariant, count_models, expand, iter_variants, model_id
-from jobs._spec import FLATNESS_COLUMNS, HYPERPARAMETERS, FlatnessConfig, Job, load_job, parse_job
+from jobs._spec import (
+    FLATNESS_COLUMNS,
+    HYPERPARAMETERS,
+    FlatnessConfig,
+    Job,
+    load_job,
+    load_job_text,
+    parse_job,
+)
 
 __all__ = [
     "FLATNESS_COLUMNS",
@@ -27,6 +35,7 @@ __all__ = [
     "expand",
     "iter_variants",
     "load_job",
+    "load_job_text",
     "model_id",
     "parse_job",
     "prepare_dataset",

@@ -869,6 +869,11 @@ def load_job(path: str | Path) -> Job:
         raise UserError(f"{source}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except OSError as exc:
         raise UserError(f"{source}: cannot read the job file: {exc.strerror}") from None
+    return load_job_text(text, source, base_dir=path.resolve().parent)
+
+
+def load_job_text(text: str, source: str, *, base_dir: str | Path | None = None) -> Job:
+    """Validate a job given as YAML text; `source` names it in error messages."""
     try:
         document = yaml.load(text, Loader=_JobLoader)  # a SafeLoader: builds no objects
     except yaml.MarkedYAMLError as exc:
@@ -878,7 +883,7 @@ def load_job(path: str | Path) -> Job:
         raise UserError(f"{source}: {where}invalid YAML: {problem}") from None
     except yaml.YAMLError as exc:
         raise UserError(f"{source}: invalid YAML: {exc}") from None
-    return parse_job(document, source, base_dir=path.resolve().parent)
+    return parse_job(document, source, base_dir=base_dir)
 
 
 def parse_job(mapping: Any, source: str, *, base_dir: str | Path | None = None) -> Job:
