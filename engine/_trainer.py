@@ -29,6 +29,7 @@ from jobs import FLATNESS_COLUMNS
 SPLITS = ("train", "val", "test")
 PER_MODEL_HPARAMS = ("lr", "momentum", "weight_decay", "dropout")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+EVALUATION_CHUNK = 1024  # examples per batched forward pass when a pack is evaluated
 
 
 @dataclass(frozen=True)
@@ -104,9 +105,40 @@ def train_pack(
     data: TrainingData,
     prediction_splits: Sequence[str] = ("val", "test"),
     flatness: FlatnessSettings | None = None,
+    max_models: int | None = None,
 ) -> PackResult:
     """Train every model of the pack, evaluate it on all three splits and, unless ``flatness``
-    is None, measure its flat-minima statistics (SPEC §8; NaN for diverged models)."""
+    is None, measure its flat-minima statistics (SPEC §8; NaN for diverged models).
+
+    A pack larger than ``max_models`` (what fits the device's memory) trains in consecutive
+    slices; as no model depends on its pack-mates, the result is the same."""
+    size = len(models) if max_models is None else max(1, max_models)
+    parts = [
+        _train_slice(settings, models[start : start + size], data, prediction_splits, flatness)
+        for start in range(0, len(models), size)
+    ]
+    return parts[0] if len(parts) == 1 else _concatenate(parts)
+
+
+def _concatenate(parts: Sequence[PackResult]) -> PackResult:
+    return PackResult(
+        status=[s for part in parts for s in part.status],
+        metrics={k: np.concatenate([p.metrics[k] for p in parts]) for k in parts[0].metrics},
+        probabilities={
+            k: np.concatenate([p.probabilities[k] for p in parts]) for k in parts[0].probabilities
+        },
+        parameters={k: torch.cat([p.parameters[k] for p in parts]) for k in parts[0].parameters},
+        seconds=sum(p.seconds for p in parts),
+    )
+
+
+def _train_slice(
+    settings: PackSettings,
+    models: Sequence[ModelSpec],
+    data: TrainingData,
+    prediction_splits: Sequence[str],
+    flatness: FlatnessSettings | None,
+) -> PackResult:
     start = time.perf_counter()
     device, dtype = data.features.device, DTYPES[settings.dtype]
     arch = Architecture(
@@ -258,7 +290,7 @@ def _fit(settings, arch, models, data, params, optimizer, dropout) -> torch.Tens
 
 
 @torch.no_grad()
-def _evaluate(arch, params, data, prediction_splits, chunk: int = 1024):
+def _evaluate(arch, params, data, prediction_splits, chunk: int = EVALUATION_CHUNK):
     metrics: dict[str, np.ndarray] = {}
     probabilities: dict[str, np.ndarray] = {}
     for split in SPLITS:
