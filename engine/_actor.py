@@ -17,7 +17,7 @@ from engine._memory import keep_freed_memory
 from engine._plan import Pack, model_memory_bytes, models_fitting
 from engine._store import ResultsDir
 from engine._tables import models_table, predictions_table
-from engine._trainer import DTYPES, SPLITS, TrainingData, train_pack
+from engine._trainer import DTYPES, SPLITS, PackSettings, TrainingData, train_pack
 
 
 class PackTrainer:
@@ -61,7 +61,7 @@ class PackTrainer:
             data,
             self.prediction_splits,
             self.flatness,
-            max_models=self._models_fitting(pack, data),
+            max_models=device_slice(pack.settings, data, self.flatness),
         )
         models = models_table(pack, result.status, result.metrics, result.seconds)
         predictions = predictions_table(pack, result, self.example_ids, data.n_classes)
@@ -84,16 +84,19 @@ class PackTrainer:
             "seconds": result.seconds,
         }
 
-    def _models_fitting(self, pack: Pack, data: TrainingData) -> int | None:
-        """On a GPU, the largest slice of ``pack`` its free memory holds (None: no limit)."""
-        if self.device.type != "cuda":
-            return None
-        free, _ = torch.cuda.mem_get_info(self.device)
-        n_train = len(data.split_indices["train"])
-        per_model = model_memory_bytes(
-            pack.settings, data.features.shape[1], data.n_classes, n_train, self.flatness
-        )
-        return models_fitting(free, per_model)
+
+def device_slice(
+    settings: PackSettings, data: TrainingData, flatness: FlatnessSettings | None
+) -> int | None:
+    """On a GPU, how many models of a pack its free memory holds at once (None: no limit)."""
+    if data.features.device.type != "cuda":
+        return None
+    free, _ = torch.cuda.mem_get_info(data.features.device)
+    n_train = len(data.split_indices["train"])
+    per_model = model_memory_bytes(
+        settings, data.features.shape[1], data.n_classes, n_train, flatness
+    )
+    return models_fitting(free, per_model)
 
 
 def _assigned_gpu() -> bool:

@@ -107,7 +107,7 @@ class ResultsDir:
                 **{name: dataset.groups[name].to_numpy() for name in dataset.groups.columns},
             }
         ).replace_schema_metadata({"classes": json.dumps(list(dataset.classes))})
-        put(self.filesystem, self.path("examples.parquet"), _parquet_bytes(table))
+        put(self.filesystem, self.path("examples.parquet"), parquet_bytes(table))
 
     def remove_uncommitted(self) -> None:
         """Delete what writers killed mid-pack left: temporary files, and predictions or weights
@@ -172,14 +172,12 @@ class ResultsDir:
             data = save(tensors, dict(weights_metadata or {}))
             put(self.filesystem, self.pack_file("weights", pack_id), data)
         if predictions is not None:
-            put(
-                self.filesystem, self.pack_file("predictions", pack_id), _parquet_bytes(predictions)
-            )
+            put(self.filesystem, self.pack_file("predictions", pack_id), parquet_bytes(predictions))
         self.rewrite_models(pack_id, models)
 
     def rewrite_models(self, pack_id: str, models: pa.Table) -> None:
         """Write (or replace) a pack's models file: the pack's commit."""
-        put(self.filesystem, self.pack_file("models", pack_id), _parquet_bytes(models))
+        put(self.filesystem, self.pack_file("models", pack_id), parquet_bytes(models))
 
     def read_weights(self, pack_id: str) -> tuple[list[str], list[torch.Tensor], dict[str, str]]:
         """A pack's saved weights: model ids, stacked ``[W0, b0, W1, b1, …]`` and the metadata
@@ -210,7 +208,8 @@ class ResultsDir:
                 delete(self.filesystem, self.pack_file(folder, pack_id))
 
 
-def _parquet_bytes(table: pa.Table) -> pa.Buffer:
+def parquet_bytes(table: pa.Table) -> pa.Buffer:
+    """A table as the Parquet bytes every pack file is made of (zstd, one row group)."""
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd", row_group_size=1 << 20)
     return sink.getvalue()
