@@ -9,8 +9,10 @@ what makes a rerun after a kill resume exactly where the files say the run stopp
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
+import uuid
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,10 +23,11 @@ from engine._flatness import FlatnessSettings
 from engine._plan import Pack, plan_packs
 from engine._store import ResultsDir
 from engine._tables import models_table
-from jobs import expand, prepare_job_dataset
+from jobs import UserError, expand, prepare_job_dataset
 
 IN_FLIGHT_PER_WORKER = 2
 MAX_ATTEMPTS = 3
+START_TIMEOUT = 600.0  # seconds to wait for a trainer to start while no pack is in flight
 FINISHED = ("ok", "diverged")
 
 
@@ -89,16 +92,25 @@ def run_job(
 
 
 class _Scheduler:
+    """Packs go only to trainers that have started: a replacement that the cluster has no room
+    for (its node is gone for good) just never gets any, and while no pack is in flight the wait
+    for a trainer to start is bounded, so a run cannot hang on an actor that is never placed.
+
+    Trainers are named ``rashomon-<run>-<n>`` (``ray.util.list_named_actors``), so an operator
+    can find one, or evict it with ``ray.kill(ray.get_actor(name))``: its packs are retried."""
+
     def __init__(self, ray, job, dataset, results, workers, summary, show_progress) -> None:
         self.ray, self.job, self.results, self.summary = ray, job, results, summary
         resources = job.resources
-        actor_class = ray.remote(PackTrainer).options(
+        actor_class = ray.remote(
             num_cpus=resources.cpus_per_worker, num_gpus=resources.gpus_per_worker
-        )
+        )(PackTrainer)
+        run = uuid.uuid4().hex[:8]
+        names = (f"rashomon-{run}-{n}" for n in itertools.count())
         data_ref = ray.put(dataset_payload(dataset))
         threads = max(1, int(resources.cpus_per_worker))
         flatness = FlatnessSettings.from_config(job.flatness) if job.flatness.enabled else None
-        self.new_actor = lambda: actor_class.remote(
+        self.new_actor = lambda: actor_class.options(name=next(names)).remote(
             data_ref,
             results.location,
             tuple(job.output.predictions),
@@ -106,7 +118,12 @@ class _Scheduler:
             threads,
             flatness,
         )
-        self.actors = [self.new_actor() for _ in range(workers)]
+        self.actors: list = [None] * workers
+        self.starting: dict = {}  # an actor's ready ref -> its slot in self.actors
+        self.started: set[int] = set()  # slots whose actor has started
+        self.start_error = ""
+        for index in range(workers):
+            self._start(index)
         self.show_progress = show_progress
 
     def run(
@@ -116,7 +133,18 @@ class _Scheduler:
         on_done: Callable[[Pack], None] | None = None,
     ) -> None:
         """Train ``packs``; ``refill`` (called whenever a worker would idle) may hand in more,
-        and ``on_done`` hears of every pack once it is finished or recorded as failed."""
+        and ``on_done`` hears of every pack once it is finished or recorded as failed.
+
+        The trainers are killed when it returns or raises: left to the garbage collector they
+        could hold their CPUs long after (a caught actor error's traceback holds this frame, and
+        so every actor handle, in a reference cycle), starving the next run in the process."""
+        try:
+            self._train(packs, refill, on_done)
+        finally:
+            for actor in self.actors:
+                self.ray.kill(actor)
+
+    def _train(self, packs, refill, on_done) -> None:
         from tqdm import tqdm
 
         queue = deque(packs)
@@ -135,16 +163,20 @@ class _Scheduler:
                     queue.extend(refill())
                 if not queue and not in_flight:
                     break
-                for index, actor in enumerate(self.actors):
+                for index in sorted(self.started):
+                    actor = self.actors[index]
                     while queue and load[index] < IN_FLIGHT_PER_WORKER:
                         pack = queue.popleft()
                         in_flight[actor.train.remote(pack)] = (pack, index, actor)
                         load[index] += 1
-                ready, _ = self.ray.wait(list(in_flight), num_returns=1)
-                pack, index, actor = in_flight.pop(ready[0])
+                ref = self._next(in_flight)
+                if ref in self.starting:
+                    self._started(ref)
+                    continue
+                pack, index, actor = in_flight.pop(ref)
                 load[index] -= 1
                 try:
-                    outcome = self.ray.get(ready[0])
+                    outcome = self.ray.get(ref)
                 except self.ray.exceptions.RayActorError:
                     self._replace_actor(index, actor)
                     done = self._retry_or_fail(pack, attempts, queue, "its worker died", progress)
@@ -158,11 +190,45 @@ class _Scheduler:
                 if done and on_done is not None:
                     on_done(pack)
 
+    def _start(self, index: int) -> None:
+        self.actors[index] = self.new_actor()
+        self.starting[self.actors[index].__ray_ready__.remote()] = index
+
+    def _next(self, in_flight: dict):
+        """The next pack or trainer start to finish. Packs in flight always finish or fail (a
+        lost node fails its actor's packs); with none in flight only a start can come, and the
+        cluster may never have room for it."""
+        waiting = [*in_flight, *self.starting]
+        timeout = None if in_flight else START_TIMEOUT
+        ready, _ = self.ray.wait(waiting, num_returns=1, timeout=timeout) if waiting else ([], [])
+        if not ready:
+            resources, free = self.job.resources, self.ray.available_resources()
+            raise UserError(
+                f"no trainer is running and none has started (waited up to {START_TIMEOUT:.0f} s"
+                f"{self.start_error}); each needs {resources.cpus_per_worker} CPUs and "
+                f"{resources.gpus_per_worker} GPUs, the cluster has {free.get('CPU', 0)} CPUs and "
+                f"{free.get('GPU', 0)} GPUs free: add nodes or lower resources.cpus_per_worker / "
+                "gpus_per_worker, then run again to resume"
+            )
+        return ready[0]
+
+    def _started(self, ref) -> None:
+        """Let a started trainer take packs. One that died before starting is not replaced (it
+        never held a pack, so no retry budget bounds its replacements): its slot stays empty."""
+        index = self.starting.pop(ref)
+        try:
+            self.ray.get(ref)
+        except self.ray.exceptions.RayActorError as error:
+            self.start_error = f"; last failure: {_short(error)}"
+        else:
+            self.started.add(index)
+
     def _replace_actor(self, index: int, dead) -> None:
         """Replace a dead actor once, however many of its packs report its death."""
         if self.actors[index] is dead:
             self.ray.kill(dead, no_restart=True)
-            self.actors[index] = self.new_actor()
+            self.started.discard(index)
+            self._start(index)
 
     def _retry_or_fail(self, pack, attempts, queue, reason, progress) -> bool:
         """Queue ``pack`` again, or record it as failed after MAX_ATTEMPTS (returns True)."""
