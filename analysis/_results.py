@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from engine._location import display_location, resolve_location
+from engine._location import display_location, list_files, resolve_location
 from jobs import UserError
 
 SPLITS = ("train", "val", "test")
@@ -190,11 +190,8 @@ class Results:
         return self.filesystem.get_file_info(path)
 
     def _parquet_files(self, folder: str) -> list[str]:
-        selector = pafs.FileSelector(f"{self.root}/{folder}", allow_not_found=True)
         return sorted(
             info.path
-            for info in self.filesystem.get_file_info(selector)
-            if info.type == pafs.FileType.File
-            and info.base_name.endswith(".parquet")
-            and not info.base_name.startswith((".", "_"))
+            for info in list_files(self.filesystem, f"{self.root}/{folder}")
+            if info.base_name.endswith(".parquet") and not info.base_name.startswith((".", "_"))
         )
