@@ -3,16 +3,16 @@
 Everything reads a results folder written by ``rashomon run`` (SPEC §5) or plain arrays, so the
 measures work in a notebook without the engine::
 
-    from analysis import analyze, open_results
+    from rashomon.analysis import analyze, open_results
     results = open_results("results/adult-mlp")
     report = analyze(results, epsilon=0.01)
     report.to_json()["disagreement"]
 """
 
-from analysis._analyze import Analysis, analyze
-from analysis._capacity import rashomon_capacity
-from analysis._decomposition import design_factors, source_decomposition
-from analysis._measures import (
+from rashomon.analysis._analyze import Analysis, analyze, format_table
+from rashomon.analysis._capacity import rashomon_capacity
+from rashomon.analysis._decomposition import design_factors, source_decomposition
+from rashomon.analysis._measures import (
     ambiguity,
     ambiguous_examples,
     disagreement,
@@ -26,9 +26,10 @@ from analysis._measures import (
     self_consistency,
     viable_prediction_range,
 )
-from analysis._multiplicity import ExampleMeasures, example_measures, multiplicity
-from analysis._rashomon_set import RashomonSet, metric_values, rashomon_set
-from analysis._results import Results, open_results
+from rashomon.analysis._multiplicity import ExampleMeasures, example_measures, multiplicity
+from rashomon.analysis._rashomon_set import RashomonSet, metric_values, rashomon_set
+from rashomon.analysis._report import write_report
+from rashomon.analysis._results import Results, open_results
 
 __all__ = [
     "Analysis",
@@ -43,6 +44,7 @@ __all__ = [
     "discrepancy",
     "example_measures",
     "flip_rates",
+    "format_table",
     "metric_values",
     "multiplicity",
     "obscurity",
@@ -56,4 +58,5 @@ __all__ = [
     "self_consistency",
     "source_decomposition",
     "viable_prediction_range",
+    "write_report",
 ]

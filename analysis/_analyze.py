@@ -15,13 +15,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from analysis._decomposition import SourceDecomposition, design_factors
-from analysis._flatness import disagreement_with_set, flatness_statistics, flatness_summary
-from analysis._measures import predicted_classes
-from analysis._multiplicity import MEASURES, ExampleMeasures
-from analysis._rashomon_set import DEFAULT_EPSILON, DEFAULT_METRIC, RashomonSet, rashomon_set
-from analysis._results import Results, open_results
-from jobs import UserError
+from rashomon.analysis._decomposition import SourceDecomposition, design_factors
+from rashomon.analysis._flatness import disagreement_with_set, flatness_statistics, flatness_summary
+from rashomon.analysis._measures import predicted_classes
+from rashomon.analysis._multiplicity import MEASURES, ExampleMeasures
+from rashomon.analysis._rashomon_set import (
+    DEFAULT_EPSILON,
+    DEFAULT_METRIC,
+    RashomonSet,
+    rashomon_set,
+)
+from rashomon.analysis._results import Results, open_results
+from rashomon.jobs import UserError
 
 DEFAULT_SPLIT = "test"
 MEMORY_BUDGET = 1 << 30

@@ -36,11 +36,19 @@ import numpy as np
 import pandas as pd
 import torch
 
-from analysis._rashomon_set import DEFAULT_EPSILON, DEFAULT_METRIC, RashomonSet, rashomon_set
-from analysis._results import SPLITS, Results, open_results
-from engine._families import Architecture, forward
-from engine._store import ResultsDir
-from jobs import UserError, prepare_job_dataset
+from rashomon.analysis._figures import figure as _figure
+from rashomon.analysis._figures import svg as _svg
+from rashomon.analysis._figures import table as _table
+from rashomon.analysis._rashomon_set import (
+    DEFAULT_EPSILON,
+    DEFAULT_METRIC,
+    RashomonSet,
+    rashomon_set,
+)
+from rashomon.analysis._results import SPLITS, Results, open_results
+from rashomon.engine.model import Architecture, forward
+from rashomon.engine.store import ResultsDir
+from rashomon.jobs import UserError, prepare_job_dataset
 
 __all__ = [
     "barrier_height",
@@ -146,8 +154,6 @@ def connectivity_section(
     ``analysis`` is an `Analysis` (its set and split are used) or a `RashomonSet` (split test).
     When the weights or the dataset are not available, a one-line note says why.
     """
-    from analysis._report import _figure, _svg, _table
-
     chosen = getattr(analysis, "rashomon_set", analysis)
     split = getattr(analysis, "split", "test")
     try:

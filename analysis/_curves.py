@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from analysis._multiplicity import MEASURES, example_measures
-from analysis._rashomon_set import TOLERANCE
+from rashomon.analysis._multiplicity import MEASURES, example_measures
+from rashomon.analysis._rashomon_set import TOLERANCE
 
 COUNT_CURVE_MEASURES = [m for m in MEASURES if not m.endswith("rashomon_ratio")]
 

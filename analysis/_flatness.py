@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import kendalltau
 
-from jobs import FLATNESS_COLUMNS
+from rashomon.jobs import FLATNESS_COLUMNS
 
 __all__ = [
     "FLATNESS_COLUMNS",

@@ -22,7 +22,7 @@ import hashlib
 
 import numpy as np
 
-from analysis._capacity import rashomon_capacity
+from rashomon.analysis._capacity import rashomon_capacity
 
 __all__ = [
     "ambiguity",

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analysis._measures import (
+from rashomon.analysis._measures import (
     disagreement,
     discrepancy,
     obscurity,

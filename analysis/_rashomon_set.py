@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from jobs import UserError
+from rashomon.jobs import UserError
 
 DEFAULT_EPSILON = 0.01
 DEFAULT_METRIC = "val_err"

@@ -7,20 +7,20 @@ page opens offline, attaches to an e-mail and survives being archived with the r
 from __future__ import annotations
 
 import html
-import io
 import os
-import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from analysis._analyze import Analysis
-from analysis._connectivity import connectivity_section
-from analysis._curves import epsilon_curve, model_count_curve
-from analysis._multiplicity import MEASURES
-from analysis._rashomon_set import metric_values, rashomon_set
-from analysis._results import Results
+from rashomon.analysis._analyze import Analysis
+from rashomon.analysis._curves import epsilon_curve, model_count_curve
+from rashomon.analysis._figures import figure as _figure
+from rashomon.analysis._figures import svg as _svg
+from rashomon.analysis._figures import table as _table
+from rashomon.analysis._multiplicity import MEASURES
+from rashomon.analysis._rashomon_set import metric_values, rashomon_set
+from rashomon.analysis._results import Results
 
 SHARE_MEASURES = ("ambiguity", "discrepancy", "disagreement", "vpr_mean", "score_std_mean")
 CAPACITY_LABEL = "Rashomon capacity (effective classes)"
@@ -85,7 +85,7 @@ def render_report(analysis: Analysis, results: Results) -> str:
         "<h2>Flatness</h2>",
         _flatness_section(analysis, results),
         "<h2>Linear mode connectivity</h2>",
-        connectivity_section(results, analysis),
+        _connectivity_section(results, analysis),
     ]
     title = html.escape(f"Rashomon report: {chosen.size} models")
     return (
@@ -290,29 +290,8 @@ def _flatness_scale(axes, values: np.ndarray) -> None:
         axes.set_xscale("symlog", linthresh=float(np.quantile(magnitudes, 0.1)))
 
 
-def _table(frame: pd.DataFrame) -> str:
-    return frame.to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0)
+def _connectivity_section(results: Results, analysis: Analysis) -> str:
+    # imported here: it needs torch, which `analyze` alone never loads
+    from rashomon.analysis._connectivity import connectivity_section
 
-
-def _figure(rows: int, columns: int, height: float = 3.6):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
-
-    return pyplot.subplots(
-        rows,
-        columns,
-        figsize=(4.6 * columns if columns > 2 else 5.2 * columns, height),
-        layout="constrained",
-    )
-
-
-def _svg(figure) -> str:
-    from matplotlib import pyplot
-
-    buffer = io.StringIO()
-    figure.savefig(buffer, format="svg")
-    pyplot.close(figure)
-    text = re.sub(r"<metadata>.*?</metadata>", "", buffer.getvalue(), flags=re.S)
-    return f"<figure>{text[text.index('<svg') :]}</figure>"
+    return connectivity_section(results, analysis)

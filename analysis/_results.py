@@ -20,8 +20,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from engine._location import display_location, list_files, resolve_location
-from jobs import UserError
+from rashomon.engine.store import display_location, list_files, resolve_location
+from rashomon.jobs import UserError
 
 SPLITS = ("train", "val", "test")
 

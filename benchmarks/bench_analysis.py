@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the synthetic writer
 
-from benchmarks.synthetic_results import write_examples, write_pack
+from _synthetic import write_examples, write_pack
 
 
 def write_population(root: Path, n_models: int, n_examples: int, seed: int = 0) -> None:

@@ -24,11 +24,17 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine import _second_order
-from engine._families import Architecture, forward, init_parameters
-from engine._flatness import FlatnessSettings, _Problem, _rademacher
-from engine._memory import keep_freed_memory
-from jobs import FlatnessConfig
+from rashomon.engine.model import (
+    Architecture,
+    FlatnessSettings,
+    _Problem,
+    _rademacher,
+    _second_order,
+    forward,
+    init_parameters,
+    keep_freed_memory,
+)
+from rashomon.jobs import FlatnessConfig
 
 PROBES = 32
 
@@ -90,8 +96,14 @@ def trace_comparison(name, widths, n_models, n_examples, loop_models, peak) -> N
 
 
 def default_cost_vs_training(threads: int, peak: float) -> None:
-    from engine._trainer import ModelSpec, PackSettings, TrainingData, pack_flatness, train_pack
-    from jobs import prepare_dataset
+    from rashomon.engine.model import (
+        ModelSpec,
+        PackSettings,
+        TrainingData,
+        pack_flatness,
+        train_pack,
+    )
+    from rashomon.jobs import prepare_dataset
 
     dataset = prepare_dataset("adult", None, (), (), 0.2, 0.2, 0)
     data = TrainingData.from_arrays(

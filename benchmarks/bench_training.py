@@ -17,9 +17,8 @@ import time
 
 import torch
 
-from engine._families import Architecture
-from engine._trainer import ModelSpec, PackSettings, TrainingData, train_pack
-from jobs import prepare_dataset
+from rashomon.engine.model import Architecture, ModelSpec, PackSettings, TrainingData, train_pack
+from rashomon.jobs import prepare_dataset
 
 
 def matmul_peak(threads: int, size: int = 2048, repeats: int = 10) -> float:

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from jobs import UserError
+from rashomon.jobs import UserError
 
 OUT_HELP = (
     "results folder: a path (shared across nodes on a cluster) or a pyarrow.fs URL such as "
@@ -103,16 +103,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args) -> int:
-    from jobs import load_job
+    from rashomon.jobs import load_job
 
     job = load_job(args.job)
     out = args.out or f"results/{job.name}"
     if args.dry_run:
-        from engine._dry_run import describe_plan
+        from rashomon.engine.run import describe_plan
 
         print(describe_plan(job, out))
         return 0
-    from engine._driver import run_job
+    from rashomon.engine.run import run_job
 
     summary = run_job(job, out, address=args.address, show_progress=not args.quiet)
     print(summary.line())
@@ -120,8 +120,8 @@ def _run(args) -> int:
 
 
 def _tune(args) -> int:
-    from engine._tune import describe_tune, tune_job
-    from jobs import load_job
+    from rashomon.engine.run import describe_tune, tune_job
+    from rashomon.jobs import load_job
 
     job = load_job(args.job)
     out = args.out or f"results/{job.name}"
@@ -133,11 +133,34 @@ def _tune(args) -> int:
 
 
 def _status(args) -> int:
-    from engine._status import describe_status
-
     text, failed = describe_status(args.dir)
     print(text)
     return 1 if failed else 0
+
+
+def describe_status(location: str) -> tuple[str, int]:
+    """A readable summary and the number of failed models."""
+    from rashomon.engine.store import ResultsDir
+    from rashomon.jobs import count_models
+
+    results = ResultsDir(location)
+    job = results.job()
+    total = count_models(job)
+    recorded = results.recorded_models()
+    counts = recorded["status"].value_counts()
+    ok, diverged, failed = (int(counts.get(s, 0)) for s in ("ok", "diverged", "failed"))
+    lines = [
+        f"{results.location}: job {job.name}",
+        f"  done     {ok + diverged:>8} ({ok} ok, {diverged} diverged)",
+        f"  pending  {total - ok - diverged - failed:>8}",
+        f"  failed   {failed:>8}",
+    ]
+    failures = recorded[recorded["status"] == "failed"]
+    for (pack_id, error), group in failures.groupby(["pack_id", "error"], dropna=False):
+        lines.append(f"  pack {pack_id} ({len(group)} models): {error}")
+    if failed:
+        lines.append("  run the same `rashomon run` again to retry the failed models")
+    return "\n".join(lines), failed
 
 
 def _set_options(parser: argparse.ArgumentParser) -> None:
@@ -156,7 +179,7 @@ def _set_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _analysis(args, results=None):
-    from analysis import analyze
+    from rashomon.analysis import analyze
 
     return analyze(
         results or args.dir,
@@ -171,7 +194,7 @@ def _analysis(args, results=None):
 def _analyze(args) -> int:
     import json
 
-    from analysis._analyze import format_table
+    from rashomon.analysis import format_table
 
     analysis = _analysis(args)
     print(json.dumps(analysis.to_json(), indent=2) if args.json else format_table(analysis))
@@ -179,8 +202,7 @@ def _analyze(args) -> int:
 
 
 def _report(args) -> int:
-    from analysis import open_results
-    from analysis._report import write_report
+    from rashomon.analysis import open_results, write_report
 
     results = open_results(args.dir)
     target = write_report(results, _analysis(args, results), args.html)
@@ -189,7 +211,7 @@ def _report(args) -> int:
 
 
 def _flatness(args) -> int:
-    from engine._recompute import recompute_flatness
+    from rashomon.engine.run import recompute_flatness
 
     overrides = {}
     for item in args.set:
@@ -203,7 +225,7 @@ def _flatness(args) -> int:
 
 
 def _datasets(args) -> int:
-    from jobs import builtin_datasets
+    from rashomon.jobs import builtin_datasets
 
     rows = [("name", "rows", "features", "classes", "target", "groups", "description")]
     for d in builtin_datasets():

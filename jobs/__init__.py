@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
-from jobs._datasets import (
+from rashomon.jobs._datasets import (
+    SPLITS,
     DatasetInfo,
     PreparedDataset,
     builtin_datasets,
     prepare_dataset,
     prepare_job_dataset,
 )
-from jobs._errors import UserError
-from jobs._expand import ModelVariant, count_models, expand, iter_variants, model_id
-from jobs._spec import (
+from rashomon.jobs._errors import UserError
+from rashomon.jobs._expand import (
+    ModelVariant,
+    cohort,
+    count_models,
+    expand,
+    iter_variants,
+    model_id,
+)
+from rashomon.jobs._spec import (
     FLATNESS_COLUMNS,
     HYPERPARAMETERS,
     FlatnessConfig,
     Job,
+    column_value,
     load_job,
     load_job_text,
     parse_job,
@@ -24,6 +33,7 @@ from jobs._spec import (
 __all__ = [
     "FLATNESS_COLUMNS",
     "HYPERPARAMETERS",
+    "SPLITS",
     "DatasetInfo",
     "FlatnessConfig",
     "Job",
@@ -31,6 +41,8 @@ __all__ = [
     "PreparedDataset",
     "UserError",
     "builtin_datasets",
+    "cohort",
+    "column_value",
     "count_models",
     "expand",
     "iter_variants",

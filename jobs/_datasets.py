@@ -73,7 +73,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from jobs._errors import UserError
+from rashomon.jobs._errors import UserError
 
 #: Bumped whenever the preprocessing changes the arrays it produces, so stale caches are noticed.
 PREPROCESSING_VERSION = "rashomon-preprocessing-1"

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from jobs._errors import UserError
-from jobs._spec import Distribution, Job, _show, canonical_json
+from rashomon.jobs._errors import UserError
+from rashomon.jobs._spec import Distribution, Job, _show, canonical_json
 
 __all__ = [
     "ModelVariant",

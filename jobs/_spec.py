@@ -43,8 +43,8 @@ from pydantic import (
     model_validator,
 )
 
-from jobs._datasets import builtin_target
-from jobs._errors import UserError
+from rashomon.jobs._datasets import builtin_target
+from rashomon.jobs._errors import UserError
 
 __all__ = [
     "FLATNESS_COLUMNS",
@@ -65,6 +65,7 @@ __all__ = [
     "SplitConfig",
     "TrainConfig",
     "canonical_json",
+    "column_value",
     "load_job",
     "parse_job",
 ]
@@ -205,6 +206,15 @@ HYPERPARAMETERS: dict[str, Hyperparameter] = {
     name: Hyperparameter(name=name, section=section, type=py_type, per_model=per_model)
     for name, (section, py_type, _, per_model) in _HP_TABLE.items()
 }
+
+
+def column_value(name: str, value: Any) -> Any:
+    """A hyperparameter's value as its ``hp_<name>`` column (and an Optuna choice) holds it:
+    layer sizes as the text ``"[64, 32]"``, everything else as it is."""
+    if HYPERPARAMETERS[name].type is tuple:
+        return "[" + ", ".join(str(int(v)) for v in value) + "]"
+    return value
+
 
 _HP_ADAPTERS: dict[str, TypeAdapter[Any]] = {
     name: TypeAdapter(annotation) for name, (_, _, annotation, _) in _HP_TABLE.items()

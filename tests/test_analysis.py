@@ -10,8 +10,9 @@ import fsspec  # a torch dependency, so always there
 import numpy as np
 import pandas as pd
 import pytest
+from _synthetic import write_examples, write_pack
 
-from analysis import (
+from rashomon.analysis import (
     analyze,
     design_factors,
     multiplicity,
@@ -19,10 +20,9 @@ from analysis import (
     predicted_classes,
     source_decomposition,
 )
-from analysis._curves import epsilon_curve, model_count_curve
-from benchmarks.synthetic_results import write_examples, write_pack
-from engine.cli import main
-from jobs import UserError
+from rashomon.analysis._curves import epsilon_curve, model_count_curve
+from rashomon.engine.cli import main
+from rashomon.jobs import UserError
 
 N_INIT, N_DATA, N_EXAMPLES = 4, 3, 60
 

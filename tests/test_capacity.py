@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis import _capacity
-from analysis._capacity import rashomon_capacity
+from rashomon.analysis import _capacity
+from rashomon.analysis._capacity import rashomon_capacity
 
 pytestmark = pytest.mark.filterwarnings("error")
 

@@ -13,19 +13,19 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from _synthetic import write_examples, write_pack
 from safetensors.torch import save_file
 
-from analysis import _connectivity as connectivity
-from analysis import open_results, rashomon_set
-from analysis._connectivity import (
+from rashomon.analysis import _connectivity as connectivity
+from rashomon.analysis import open_results, rashomon_set
+from rashomon.analysis._connectivity import (
     barrier_height,
     connectivity_section,
     interpolation_path,
     linear_mode_connectivity,
 )
-from benchmarks.synthetic_results import write_examples, write_pack
-from engine._families import Architecture, forward, init_parameters
-from jobs import UserError, load_job, prepare_job_dataset
+from rashomon.engine.model import Architecture, forward, init_parameters
+from rashomon.jobs import UserError, load_job, prepare_job_dataset
 
 JOB = """
 name: tiny

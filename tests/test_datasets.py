@@ -10,14 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs._datasets import (
+from rashomon.jobs._datasets import (
     PREPROCESSING_VERSION,
     DatasetInfo,
     PreparedDataset,
     builtin_datasets,
     prepare_dataset,
 )
-from jobs._errors import UserError
+from rashomon.jobs._errors import UserError
 
 
 def write_csv(tmp_path: Path, frame: pd.DataFrame | dict, name: str = "data.csv") -> Path:

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from engine import _dry_run
-from engine._dry_run import _makespan, estimate_compute, summarise_plan
-from engine.cli import main
-from jobs import load_job, prepare_job_dataset
+from rashomon.engine.cli import main
+from rashomon.engine.run import _dry_run
+from rashomon.engine.run._dry_run import _makespan, estimate_compute, summarise_plan
+from rashomon.jobs import load_job, prepare_job_dataset
 
 JOB = """
 name: sizing

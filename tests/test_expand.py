@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from jobs._errors import UserError
-from jobs._expand import (
+from rashomon.jobs._errors import UserError
+from rashomon.jobs._expand import (
     ModelVariant,
     cohort,
     count_models,
@@ -21,7 +21,7 @@ from jobs._expand import (
     model_id,
     sample_draws,
 )
-from jobs._spec import HYPERPARAMETERS, Job, canonical_json, load_job, parse_job
+from rashomon.jobs._spec import HYPERPARAMETERS, Job, canonical_json, load_job, parse_job
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
 

@@ -22,10 +22,10 @@ from typing import TypeVar
 import pandas as pd
 import pytest
 
-from engine import _driver
-from engine._driver import MAX_ATTEMPTS, run_job
-from engine.cli import main
-from jobs import UserError, expand, load_job
+from rashomon.engine.cli import main
+from rashomon.engine.run import _driver
+from rashomon.engine.run._driver import MAX_ATTEMPTS, run_job
+from rashomon.jobs import UserError, expand, load_job
 
 JOB = """
 name: faults
@@ -267,7 +267,7 @@ def test_no_room_for_any_trainer_ends_the_run_with_a_clear_error(cluster, tmp_pa
 
 
 def test_a_poison_pack_fails_after_bounded_retries_and_only_it_is_rerun(cluster, tmp_path, capsys):
-    from engine._plan import plan_packs
+    from rashomon.engine.run._plan import plan_packs
 
     ensure_three_nodes(cluster)
     job_file = write_job(tmp_path)
@@ -318,7 +318,7 @@ def test_driver_killed_with_sigkill_on_the_cluster_resumes(cluster, undisturbed,
     ensure_three_nodes(cluster)
     job_file = write_job(tmp_path)
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "engine.cli", "run", str(job_file), "--out", str(out),
+    command = [sys.executable, "-m", "rashomon.engine.cli", "run", str(job_file), "--out", str(out),
                "--address", cluster.address, "--quiet"]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     driver = subprocess.Popen(command, env=env, start_new_session=True,

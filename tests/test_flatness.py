@@ -8,13 +8,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine._families import Architecture, forward, init_parameters
-from engine._flatness import (
+from rashomon.engine.model import (
+    Architecture,
     FlatnessSettings,
-    _Problem,
     flatness_statistics,
+    forward,
+    init_parameters,
 )
-from jobs import FLATNESS_COLUMNS, FlatnessConfig
+from rashomon.engine.model._flatness import _Problem
+from rashomon.jobs import FLATNESS_COLUMNS, FlatnessConfig
 
 ARCH = Architecture(6, (12,), 3, "tanh")  # 123 parameters
 N_MODELS = 3

@@ -9,11 +9,12 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from _synthetic import write_examples, write_pack
 from scipy.stats import kendalltau
 
-from analysis import _flatness as flatness
-from analysis import analyze, open_results, predicted_classes, rashomon_set
-from analysis._flatness import (
+from rashomon.analysis import _flatness as flatness
+from rashomon.analysis import analyze, open_results, predicted_classes, rashomon_set
+from rashomon.analysis._flatness import (
     FLATNESS_COLUMNS,
     disagreement_with_set,
     flatness_statistics,
@@ -21,10 +22,9 @@ from analysis._flatness import (
     granulated_kendall_tau,
     kendall_tau,
 )
-from analysis._measures import disagreement
-from analysis._report import _flatness_section
-from benchmarks.synthetic_results import write_examples, write_pack
-from engine._tables import MODELS_SCHEMA
+from rashomon.analysis._measures import disagreement
+from rashomon.analysis._report import _flatness_section
+from rashomon.engine.store import MODELS_SCHEMA
 
 
 def test_kendall_tau_by_hand():

@@ -15,12 +15,19 @@ import numpy as np
 import pytest
 import torch
 
-from engine._driver import run_job
-from engine._flatness import FlatnessSettings
-from engine._plan import DEVICE_MEMORY_FRACTION, model_memory_bytes, models_fitting
-from engine._trainer import ModelSpec, PackSettings, TrainingData, train_pack
-from engine.cli import main
-from jobs import load_job, prepare_dataset
+from rashomon.engine.cli import main
+from rashomon.engine.model import (
+    DEVICE_MEMORY_FRACTION,
+    FlatnessSettings,
+    ModelSpec,
+    PackSettings,
+    TrainingData,
+    model_memory_bytes,
+    models_fitting,
+    train_pack,
+)
+from rashomon.engine.run._driver import run_job
+from rashomon.jobs import load_job, prepare_dataset
 
 SETTINGS = PackSettings(
     family="mlp",

@@ -34,8 +34,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from engine.cli import main
-from jobs import expand, load_job
+from rashomon.engine.cli import main
+from rashomon.jobs import expand, load_job
 
 JOB = """
 name: submitted
@@ -60,7 +60,7 @@ def script(name: str, module: str) -> list[str]:
 
 
 RAY = script("ray", "ray.scripts.scripts")
-RASHOMON = script("rashomon", "engine.cli")
+RASHOMON = script("rashomon", "rashomon.engine.cli")
 
 
 @dataclass

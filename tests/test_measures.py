@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis import (
+from rashomon.analysis import (
     ambiguity,
     ambiguous_examples,
     disagreement,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from analysis import rashomon_set
-from jobs import UserError
+from rashomon.analysis import rashomon_set
+from rashomon.jobs import UserError
 
 
 def models(**columns) -> pd.DataFrame:

@@ -21,10 +21,10 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
-from analysis import open_results
-from engine._location import resolve_location
-from engine.cli import main
-from jobs import expand, load_job
+from rashomon.analysis import open_results
+from rashomon.engine.cli import main
+from rashomon.engine.store import resolve_location
+from rashomon.jobs import expand, load_job
 
 JOB = """
 name: remote

@@ -20,8 +20,8 @@ import pyarrow.parquet as pq
 import pytest
 from safetensors import safe_open
 
-from engine.cli import main
-from jobs import FLATNESS_COLUMNS
+from rashomon.engine.cli import main
+from rashomon.jobs import FLATNESS_COLUMNS
 
 JOB = """
 name: tiny
@@ -221,7 +221,16 @@ def _pack_files(out: Path) -> list[Path]:
 def test_driver_killed_with_sigkill_resumes_with_every_model_exactly_once(ray_cluster, tmp_path):
     job = write_job(tmp_path, JOB.replace("epochs: 3", "epochs: 60"))
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "engine.cli", "run", str(job), "--out", str(out), "--quiet"]
+    command = [
+        sys.executable,
+        "-m",
+        "rashomon.engine.cli",
+        "run",
+        str(job),
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     driver = subprocess.Popen(command, env=env, start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
@@ -244,11 +253,10 @@ def test_driver_killed_with_sigkill_resumes_with_every_model_exactly_once(ray_cl
 
 
 def test_failed_models_are_reported_and_only_they_are_trained_again(finished_run, tmp_path, capsys):
-    from engine._driver import pending_models
-    from engine._plan import plan_packs
-    from engine._store import ResultsDir
-    from engine._tables import models_table
-    from jobs import expand, load_job
+    from rashomon.engine.run._driver import pending_models
+    from rashomon.engine.run._plan import plan_packs
+    from rashomon.engine.store import ResultsDir, models_table
+    from rashomon.jobs import expand, load_job
 
     job_file, out = finished_run
     job = load_job(job_file)
@@ -261,7 +269,9 @@ def test_failed_models_are_reported_and_only_they_are_trained_again(finished_run
     (copy / "weights" / f"{victim_pack}.safetensors").unlink()
     pending, total, _ = pending_models(job, results)
     [pack] = plan_packs(pending, job.train, len(pending), 13, 3)
-    failed = models_table(pack, ["failed"] * len(pack), None, 0.0, "boom")
+    failed = models_table(
+        pack.columns() | {"status": ["failed"] * len(pack), "error": ["boom"] * len(pack)}
+    )
     results.write_pack(pack.pack_id, failed)
 
     assert main(["status", str(copy)]) == 1

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from jobs._errors import UserError
-from jobs._spec import HYPERPARAMETERS, Job, ModelConfig, TrainConfig, load_job, parse_job
+from rashomon.jobs._errors import UserError
+from rashomon.jobs._spec import HYPERPARAMETERS, Job, ModelConfig, TrainConfig, load_job, parse_job
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
 

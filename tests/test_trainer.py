@@ -9,10 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from engine import _families, _random
-from engine._flatness import FlatnessSettings
-from engine._trainer import ModelSpec, PackSettings, TrainingData, train_pack, training_rows
-from jobs import FLATNESS_COLUMNS, FlatnessConfig
+from rashomon.engine.model import (
+    FlatnessSettings,
+    ModelSpec,
+    PackSettings,
+    TrainingData,
+    _families,
+    _random,
+    train_pack,
+    training_rows,
+)
+from rashomon.jobs import FLATNESS_COLUMNS, FlatnessConfig
 
 SETTINGS = PackSettings(
     family="mlp",

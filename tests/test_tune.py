@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 from _postgres import postgres_storage_url_fixture  # noqa: F401  (postgres_storage_url)
 
-from analysis import disagreement, open_results, predicted_classes
-from engine.cli import main
+from rashomon.analysis import disagreement, open_results, predicted_classes
+from rashomon.engine.cli import main
 
 JOB = """
 name: tune
@@ -115,8 +115,8 @@ def test_multi_objective_study_returns_a_pareto_front(ray_cluster, tmp_path, cap
 def test_tune_killed_with_sigkill_resumes_without_duplicate_trials_or_models(ray_cluster, tmp_path):
     job = write_job(tmp_path)
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "engine.cli", "tune", str(job), "--trials", "8", "--out",
-               str(out), "--quiet"]  # fmt: skip
+    command = [sys.executable, "-m", "rashomon.engine.cli", "tune", str(job), "--trials", "8",
+               "--out", str(out), "--quiet"]  # fmt: skip
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     env.pop("RAY_ADDRESS", None)
     driver = subprocess.Popen(command, env=env, start_new_session=True)

@@ -12,12 +12,17 @@ import json
 import numpy as np
 import torch
 
-from engine._flatness import FlatnessSettings
-from engine._memory import keep_freed_memory
-from engine._plan import Pack, model_memory_bytes, models_fitting
-from engine._store import ResultsDir
-from engine._tables import models_table, predictions_table
-from engine._trainer import DTYPES, SPLITS, PackSettings, TrainingData, train_pack
+from rashomon.engine.model import (
+    DTYPES,
+    FlatnessSettings,
+    TrainingData,
+    device_slice,
+    keep_freed_memory,
+    train_pack,
+)
+from rashomon.engine.run._plan import Pack
+from rashomon.engine.store import ResultsDir, models_table, predictions_table
+from rashomon.jobs import SPLITS
 
 
 class PackTrainer:
@@ -63,10 +68,18 @@ class PackTrainer:
             self.flatness,
             max_models=device_slice(pack.settings, data, self.flatness),
         )
-        models = models_table(pack, result.status, result.metrics, result.seconds)
-        predictions = predictions_table(pack, result, self.example_ids, data.n_classes)
+        model_ids = [m.model_id for m in pack.models]
+        models = models_table(
+            pack.columns()
+            | result.metrics
+            | {"train_seconds": np.full(len(pack), result.seconds / len(pack))}
+            | {"status": result.status}
+        )
+        predictions = predictions_table(
+            model_ids, result.probabilities, self.example_ids, data.n_classes
+        )
         metadata = {
-            "model_ids": json.dumps([m.model_id for m in pack.models]),
+            "model_ids": json.dumps(model_ids),
             "hidden": json.dumps(list(pack.settings.hidden)),
             "activation": pack.settings.activation,
         }
@@ -83,20 +96,6 @@ class PackTrainer:
             "diverged": result.status.count("diverged"),
             "seconds": result.seconds,
         }
-
-
-def device_slice(
-    settings: PackSettings, data: TrainingData, flatness: FlatnessSettings | None
-) -> int | None:
-    """On a GPU, how many models of a pack its free memory holds at once (None: no limit)."""
-    if data.features.device.type != "cuda":
-        return None
-    free, _ = torch.cuda.mem_get_info(data.features.device)
-    n_train = len(data.split_indices["train"])
-    per_model = model_memory_bytes(
-        settings, data.features.shape[1], data.n_classes, n_train, flatness
-    )
-    return models_fitting(free, per_model)
 
 
 def _assigned_gpu() -> bool:

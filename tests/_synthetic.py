@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from engine._tables import MODELS_SCHEMA, predictions_schema
+from rashomon.engine.store import MODELS_SCHEMA, predictions_schema
 
 
 def write_examples(root: Path, examples: pd.DataFrame, classes: Sequence[str]) -> None:

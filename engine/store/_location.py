@@ -16,7 +16,7 @@ import uuid
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from jobs import UserError
+from rashomon.jobs import UserError
 
 
 def resolve_location(location: str | os.PathLike) -> tuple[pafs.FileSystem, str]:

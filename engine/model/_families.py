@@ -17,7 +17,7 @@ from itertools import pairwise
 import torch
 import torch.nn.functional as F
 
-from engine import _random
+from rashomon.engine.model import _random
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu": torch.relu,

@@ -17,13 +17,12 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from engine import _cluster
-from engine._actor import PackTrainer, dataset_payload
-from engine._flatness import FlatnessSettings
-from engine._plan import Pack, plan_packs
-from engine._store import ResultsDir
-from engine._tables import models_table
-from jobs import UserError, expand, prepare_job_dataset
+from rashomon.engine.model import FlatnessSettings
+from rashomon.engine.run import _cluster
+from rashomon.engine.run._actor import PackTrainer, dataset_payload
+from rashomon.engine.run._plan import Pack, plan_packs
+from rashomon.engine.store import ResultsDir, models_table
+from rashomon.jobs import UserError, expand, prepare_job_dataset
 
 IN_FLIGHT_PER_WORKER = 2
 MAX_ATTEMPTS = 3
@@ -237,9 +236,8 @@ class _Scheduler:
             queue.append(pack)
             return False
         error = f"failed {MAX_ATTEMPTS} times; last: {reason}"
-        self.results.write_pack(
-            pack.pack_id, models_table(pack, ["failed"] * len(pack), None, 0.0, error)
-        )
+        failed = pack.columns() | {"status": ["failed"] * len(pack), "error": [error] * len(pack)}
+        self.results.write_pack(pack.pack_id, models_table(failed))
         self.summary.failed += len(pack)
         progress.update(len(pack))
         return True

@@ -22,12 +22,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from engine import _cluster
-from engine._driver import FINISHED, RunSummary, _Scheduler
-from engine._plan import Pack, plan_packs
-from engine._store import ResultsDir
-from jobs import UserError, prepare_job_dataset
-from jobs._expand import cohort
+from rashomon.engine.run import _cluster
+from rashomon.engine.run._driver import FINISHED, RunSummary, _Scheduler
+from rashomon.engine.run._plan import Pack, plan_packs
+from rashomon.engine.store import ResultsDir
+from rashomon.jobs import UserError, cohort, prepare_job_dataset
 
 IN_FLIGHT_TRIALS_PER_WORKER = 1
 
@@ -197,7 +196,7 @@ def _objective(name: str, models: pd.DataFrame, results: ResultsDir) -> float:
     """The cohort's mean validation accuracy, or its mean disagreement on the validation split."""
     if name == "val_acc":
         return float(models["val_acc"].mean())
-    from analysis import disagreement, open_results, predicted_classes
+    from rashomon.analysis import disagreement, open_results, predicted_classes
 
     ok = models.loc[models["status"] == "ok", "model_id"].tolist()
     if len(ok) < 2:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from jobs import UserError
+from rashomon.jobs import UserError
 
 
 def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None):

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import torch
 
-from engine._families import ACTIVATIONS, Architecture
+from rashomon.engine.model._families import ACTIVATIONS, Architecture
 
 _FUSE_BELOW = 16
 

@@ -13,18 +13,14 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from engine._families import Architecture
-from engine._flatness import FlatnessSettings
-from engine._trainer import EVALUATION_CHUNK, ModelSpec, PackSettings
+from rashomon.engine.model import ModelSpec, PackSettings
+from rashomon.jobs import HYPERPARAMETERS, column_value
 
 # Measured on the reference workload (benchmarks/bench_training.py): on a CPU, packs beyond ~64
 # models spill the per-step working set out of cache and every model gets slower.
 CPU_PACK_CAP = 64
 GPU_PACK_CAP = 1024
 STEP_MEMORY_BUDGET = 16 * 2**20
-# Of the device memory free when a pack starts, what its models may take: the rest is headroom
-# for the caching allocator's fragmentation and the error of `model_memory_bytes`.
-DEVICE_MEMORY_FRACTION = 0.5
 
 
 @dataclass(frozen=True)
@@ -43,6 +39,22 @@ class Pack:
 
     def __len__(self) -> int:
         return len(self.models)
+
+    def columns(self) -> dict[str, list]:
+        """The models table's columns that the plan already knows: ids, seeds, trial and one
+        ``hp_<name>`` per hyperparameter."""
+        models = self.models
+        columns = {
+            "model_id": [m.model_id for m in models],
+            "pack_id": [self.pack_id] * len(models),
+            "init_seed": [m.spec.init_seed for m in models],
+            "order_seed": [m.spec.order_seed for m in models],
+            "data_seed": [m.spec.data_seed for m in models],
+            "trial": [m.trial for m in models],
+        }
+        for name in HYPERPARAMETERS:
+            columns[f"hp_{name}"] = [column_value(name, m.hparams[name]) for m in models]
+        return columns
 
 
 def pack_settings(hparams, train) -> PackSettings:
@@ -87,36 +99,6 @@ def auto_pack_size(settings: PackSettings, n_features: int, n_classes: int, on_g
     width = n_features + n_classes + 3 * sum(settings.hidden)
     bytes_per_model = settings.batch_size * width * (8 if settings.dtype == "float64" else 4)
     return max(1, min(CPU_PACK_CAP, STEP_MEMORY_BUDGET // bytes_per_model))
-
-
-def model_memory_bytes(
-    settings: PackSettings,
-    n_features: int,
-    n_classes: int,
-    n_train: int,
-    flatness: FlatnessSettings | None = None,
-) -> int:
-    """A generous estimate of the device memory one model of a pack needs at its peak.
-
-    Weights, their initial copy, gradients, optimizer moments and a spare are six copies of the
-    parameters; a step holds the forward and backward activations of its minibatch, and every
-    model its own training rows. Flatness adds the Hutchinson and adaptive probes with their
-    Hessian products; its activations are chunked to a fixed total (``max_elements``)."""
-    arch = Architecture(n_features, settings.hidden, n_classes)
-    item = 8 if settings.dtype == "float64" else 4
-    width = sum(arch.widths)
-    state = 6 * arch.n_parameters * item
-    activations = 4 * max(settings.batch_size, EVALUATION_CHUNK // 4) * width * item
-    peak = state + activations + 8 * n_train
-    if flatness is not None:
-        probes = flatness.trace_probes + flatness.adaptive_probes
-        peak += 3 * probes * arch.n_parameters * item
-    return peak
-
-
-def models_fitting(free_bytes: int, per_model: int) -> int:
-    """How many models of ``per_model`` bytes a pack slice may hold in ``free_bytes``."""
-    return max(1, int(DEVICE_MEMORY_FRACTION * free_bytes) // per_model)
 
 
 def plan_packs(

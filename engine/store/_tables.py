@@ -1,4 +1,4 @@
-"""The Arrow tables of SPEC §5, built column-wise from a trained pack.
+"""The Arrow tables of a results folder, built column-wise from plain arrays.
 
 Every pack file has exactly the same schema, whatever its contents, so that a results folder reads
 as one Parquet dataset (``pd.read_parquet(DIR + "/models")``) without schema merging.
@@ -6,14 +6,12 @@ as one Parquet dataset (``pd.read_parquet(DIR + "/models")``) without schema mer
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
 
-from engine._plan import Pack
-from engine._trainer import SPLITS, PackResult
-from jobs import FLATNESS_COLUMNS, HYPERPARAMETERS
+from rashomon.jobs import FLATNESS_COLUMNS, HYPERPARAMETERS, SPLITS
 
 _ARROW_TYPES: dict[type, pa.DataType] = {
     str: pa.string(),
@@ -41,6 +39,7 @@ MODELS_SCHEMA = pa.schema(
         ("error", pa.string()),
     ]
 )
+_MEASURED = (*METRICS, *FLATNESS_COLUMNS, "train_seconds")
 
 
 def predictions_schema(n_classes: int) -> pa.Schema:
@@ -55,58 +54,40 @@ def predictions_schema(n_classes: int) -> pa.Schema:
     )
 
 
+def models_table(columns: Mapping[str, Sequence | np.ndarray]) -> pa.Table:
+    """One row per model from ``columns`` (the schema's names); measured columns left out are
+    NaN (a pack that failed has none) and a missing ``error`` is null."""
+    n = len(columns["model_id"])
+    filled = dict(columns)
+    for name in _MEASURED:
+        if filled.get(name) is None:
+            filled[name] = np.full(n, np.nan)
+    filled.setdefault("error", [None] * n)
+    return pa.table({name: filled[name] for name in MODELS_SCHEMA.names}, schema=MODELS_SCHEMA)
+
+
 def _strings(indices: np.ndarray, values: pa.Array) -> pa.Array:
     """``values[indices]`` as a plain string column, without a Python string per row."""
     return pa.DictionaryArray.from_arrays(pa.array(indices), values).cast(pa.string())
 
 
-def hparam_value(name: str, value):
-    if name == "hidden":
-        return "[" + ", ".join(str(int(v)) for v in value) + "]"
-    return value
-
-
-def models_table(
-    pack: Pack,
-    status: Sequence[str],
-    metrics: dict[str, np.ndarray] | None,
-    seconds: float,
-    error: str | None = None,
-) -> pa.Table:
-    """One row per model; ``metrics`` None (with ``error``) records a pack that failed."""
-    n = len(pack)
-    columns = {
-        "model_id": [m.model_id for m in pack.models],
-        "pack_id": [pack.pack_id] * n,
-        "init_seed": [m.spec.init_seed for m in pack.models],
-        "order_seed": [m.spec.order_seed for m in pack.models],
-        "data_seed": [m.spec.data_seed for m in pack.models],
-        "trial": [m.trial for m in pack.models],
-    }
-    for name in HYPERPARAMETER_TYPES:
-        columns[f"hp_{name}"] = [hparam_value(name, m.hparams[name]) for m in pack.models]
-    for name in (*METRICS, *FLATNESS_COLUMNS):
-        values = None if metrics is None else metrics.get(name)
-        columns[name] = values if values is not None else np.full(n, np.nan)
-    columns["train_seconds"] = np.full(n, seconds / n)
-    columns["status"] = list(status)
-    columns["error"] = [error] * n
-    return pa.table(columns, schema=MODELS_SCHEMA)
-
-
 def predictions_table(
-    pack: Pack, result: PackResult, example_ids: dict[str, np.ndarray], n_classes: int
+    model_ids: Sequence[str],
+    probabilities: Mapping[str, np.ndarray],
+    example_ids: Mapping[str, np.ndarray],
+    n_classes: int,
 ) -> pa.Table:
     """Rows ordered by split, then model, then example id: a model's rows of a split are
-    contiguous, so a split loads straight into a (models, examples, classes) array."""
-    model_ids = pa.array([m.model_id for m in pack.models], pa.string())
+    contiguous, so a split loads straight into a (models, examples, classes) array.
+    ``probabilities`` maps a split to float32 (models, examples, classes)."""
+    ids = pa.array(list(model_ids), pa.string())
     parts = []
-    for split, probs in result.probabilities.items():
+    for split, probs in probabilities.items():
         n_models, n_examples, _ = probs.shape
         finite = np.isfinite(probs).all(axis=-1)
         pred = np.where(finite, np.nan_to_num(probs, nan=-1.0).argmax(axis=-1), -1)
         columns = [
-            _strings(np.repeat(np.arange(n_models, dtype=np.int32), n_examples), model_ids),
+            _strings(np.repeat(np.arange(n_models, dtype=np.int32), n_examples), ids),
             pa.array(np.tile(example_ids[split], n_models)),
             _strings(np.zeros(n_models * n_examples, np.int32), pa.array([split])),
             pa.array(pred.reshape(-1).astype(np.int32)),

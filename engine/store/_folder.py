@@ -15,6 +15,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -22,10 +23,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-import torch
 
-from engine._location import delete, display_location, list_files, put, resolve_location
-from jobs import Job, UserError, load_job_text
+from rashomon.engine.store._location import (
+    delete,
+    display_location,
+    list_files,
+    put,
+    resolve_location,
+)
+from rashomon.jobs import Job, UserError, load_job_text
+
+if TYPE_CHECKING:  # torch is loaded only where weights are read or written
+    import torch
 
 HEADER = re.compile(r"^# (job_hash|dataset_fingerprint): ([0-9a-f]+)$", re.M)
 SPLIT_NAMES = ("train", "val", "test")

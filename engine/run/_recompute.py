@@ -18,11 +18,16 @@ import pyarrow as pa
 import torch
 from pydantic import ValidationError
 
-from engine._families import Architecture, init_parameters
-from engine._flatness import FlatnessSettings, curvature_rows, flatness_statistics
-from engine._memory import keep_freed_memory
-from engine._store import ResultsDir
-from jobs import FLATNESS_COLUMNS, FlatnessConfig, UserError, prepare_job_dataset
+from rashomon.engine.model import (
+    Architecture,
+    FlatnessSettings,
+    curvature_rows,
+    flatness_statistics,
+    init_parameters,
+    keep_freed_memory,
+)
+from rashomon.engine.store import ResultsDir
+from rashomon.jobs import FLATNESS_COLUMNS, FlatnessConfig, UserError, prepare_job_dataset
 
 
 def recompute_flatness(location: str, overrides: Mapping[str, str]) -> tuple[int, FlatnessConfig]:

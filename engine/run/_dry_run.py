@@ -21,24 +21,24 @@ from typing import NamedTuple
 import torch
 from safetensors.torch import save as safetensors_bytes
 
-from engine._actor import dataset_payload, device_slice
-from engine._driver import pending_models
-from engine._families import Architecture, init_parameters
-from engine._flatness import FlatnessSettings
-from engine._memory import keep_freed_memory
-from engine._plan import CPU_PACK_CAP, Pack, plan_packs
-from engine._store import ResultsDir, parquet_bytes
-from engine._tables import models_table, predictions_table
-from engine._trainer import (
+from rashomon.engine.model import (
     DTYPES,
-    SPLITS,
+    Architecture,
+    FlatnessSettings,
     PackResult,
     PackSettings,
     TrainingData,
+    device_slice,
+    init_parameters,
+    keep_freed_memory,
     pack_flatness,
     train_pack,
 )
-from jobs import prepare_job_dataset
+from rashomon.engine.run._actor import dataset_payload
+from rashomon.engine.run._driver import pending_models
+from rashomon.engine.run._plan import CPU_PACK_CAP, Pack, plan_packs
+from rashomon.engine.store import ResultsDir, models_table, parquet_bytes, predictions_table
+from rashomon.jobs import SPLITS, prepare_job_dataset
 
 # Measured on adult-mlp (zstd Parquet, 20 M rows): a prediction row costs about its float32
 # probabilities plus ~1 byte for the dictionary-encoded id columns; a models row, with the
@@ -169,7 +169,7 @@ def summarise_plan(job, dataset, out: Path | str) -> PlanSummary:
     if results.identity() is not None:
         pending, total, _ = pending_models(job, results)
     else:
-        from jobs import expand
+        from rashomon.jobs import expand
 
         pending = expand(job)
         total = len(pending)
@@ -447,10 +447,13 @@ def _output_seconds(
         for name, rows in sliced.split_indices.items()
     }
     start = time.perf_counter()
-    parquet_bytes(predictions_table(pack, evaluated, example_ids, payload["n_classes"]))
+    model_ids = [m.model_id for m in pack.models]
+    parquet_bytes(
+        predictions_table(model_ids, evaluated.probabilities, example_ids, payload["n_classes"])
+    )
     predictions = time.perf_counter() - start
     start = time.perf_counter()
-    parquet_bytes(models_table(pack, trained.status, trained.metrics, trained.seconds))
+    parquet_bytes(models_table(pack.columns() | trained.metrics | {"status": trained.status}))
     if job.output.weights:
         safetensors_bytes({k: v.contiguous() for k, v in trained.parameters.items()})
     return predictions, time.perf_counter() - start

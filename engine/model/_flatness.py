@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch.func import grad, jvp, vjp, vmap
 
-from engine import _random
-from engine._families import Architecture, forward, per_example_gradient_norms
-from engine._second_order import MLPHessian
+from rashomon.engine.model import _random
+from rashomon.engine.model._families import Architecture, forward, per_example_gradient_norms
+from rashomon.engine.model._second_order import MLPHessian
 
 CURVATURE = "curvature"
 PROBES = "probes"

@@ -1,0 +1,49 @@
+"""One pack's computation, in torch alone: no Ray, no files.
+
+A pack is a set of models with the same architecture and training schedule, trained as one batched
+computation (`train_pack`), evaluated, and measured for the flat-minima statistics. Everything
+here is a pure function of its inputs, which is what lets the layers above schedule packs
+anywhere and retry them freely.
+"""
+
+from rashomon.engine.model._device import (
+    DEVICE_MEMORY_FRACTION,
+    device_slice,
+    model_memory_bytes,
+    models_fitting,
+)
+from rashomon.engine.model._families import Architecture, forward, init_parameters
+from rashomon.engine.model._flatness import FlatnessSettings, curvature_rows, flatness_statistics
+from rashomon.engine.model._memory import keep_freed_memory
+from rashomon.engine.model._pack import (
+    DTYPES,
+    EVALUATION_CHUNK,
+    ModelSpec,
+    PackResult,
+    PackSettings,
+    TrainingData,
+)
+from rashomon.engine.model._trainer import pack_flatness, train_pack, training_rows
+
+__all__ = [
+    "DEVICE_MEMORY_FRACTION",
+    "DTYPES",
+    "EVALUATION_CHUNK",
+    "Architecture",
+    "FlatnessSettings",
+    "ModelSpec",
+    "PackResult",
+    "PackSettings",
+    "TrainingData",
+    "curvature_rows",
+    "device_slice",
+    "flatness_statistics",
+    "forward",
+    "init_parameters",
+    "keep_freed_memory",
+    "model_memory_bytes",
+    "models_fitting",
+    "pack_flatness",
+    "train_pack",
+    "training_rows",
+]

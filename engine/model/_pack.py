@@ -1,0 +1,83 @@
+"""The types of one pack's computation: what its models share, what each one is, the data they
+train on and what comes back. Plain data, so every layer above can build and read them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from rashomon.jobs import SPLITS
+
+PER_MODEL_HPARAMS = ("lr", "momentum", "weight_decay", "dropout")
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+EVALUATION_CHUNK = 1024  # examples per batched forward pass when a pack is evaluated
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The prepared dataset as tensors on the trainer's device, shared by every pack."""
+
+    features: torch.Tensor  # (N, d)
+    labels: torch.Tensor  # (N,) int64
+    split_indices: Mapping[str, torch.Tensor]  # split -> sorted row indices
+    n_classes: int
+
+    @classmethod
+    def from_arrays(
+        cls,
+        features: np.ndarray,
+        labels: np.ndarray,
+        split: np.ndarray,
+        n_classes: int,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ) -> TrainingData:
+        indices = {name: np.flatnonzero(split == code) for code, name in enumerate(SPLITS)}
+        return cls(
+            features=torch.as_tensor(np.array(features), dtype=dtype, device=device),
+            labels=torch.as_tensor(np.array(labels), dtype=torch.int64, device=device),
+            split_indices={k: torch.as_tensor(v, device=device) for k, v in indices.items()},
+            n_classes=n_classes,
+        )
+
+
+@dataclass(frozen=True)
+class PackSettings:
+    """What every model of a pack shares (the structural hyperparameters and job settings)."""
+
+    family: str
+    hidden: tuple[int, ...]
+    activation: str
+    epochs: int
+    batch_size: int
+    optimizer: str
+    nesterov: bool
+    schedule: str
+    betas: tuple[float, float]
+    eps: float
+    dtype: str
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of a pack: its seeds and per-model hyperparameters."""
+
+    init_seed: int
+    order_seed: int
+    data_seed: int
+    lr: float
+    momentum: float
+    weight_decay: float
+    dropout: float
+
+
+@dataclass
+class PackResult:
+    status: list[str]  # "ok" | "diverged", per model
+    metrics: dict[str, np.ndarray]  # "{split}_loss", "{split}_acc" -> (M,) float64
+    probabilities: dict[str, np.ndarray]  # split -> (M, n_split, C) float32
+    parameters: dict[str, torch.Tensor]  # final stacked parameters, on CPU
+    seconds: float

@@ -1,0 +1,30 @@
+"""The results folder: its layout, the files of each pack, and everything read back from them.
+
+One object, `ResultsDir`, owns the folder: file naming, the identity of the job it holds, the
+tables' schemas, the weights format, and which models are finished. Writers (the trainer actors)
+and readers (``status``, ``analyze``, ``flatness``) go through it alone.
+"""
+
+from rashomon.engine.store._folder import PACK_FILES, ResultsDir, parquet_bytes
+from rashomon.engine.store._location import display_location, list_files, resolve_location
+from rashomon.engine.store._tables import (
+    METRICS,
+    MODELS_SCHEMA,
+    models_table,
+    predictions_schema,
+    predictions_table,
+)
+
+__all__ = [
+    "METRICS",
+    "MODELS_SCHEMA",
+    "PACK_FILES",
+    "ResultsDir",
+    "display_location",
+    "list_files",
+    "models_table",
+    "parquet_bytes",
+    "predictions_schema",
+    "predictions_table",
+    "resolve_location",
+]
