@@ -1,12 +1,15 @@
-"""Build the compact Parquet copies of rashomon's five built-in datasets (one-off, for provenance).
+"""Build the compact Parquet copies of rashomon's built-in datasets (one-off, for provenance).
 
 Run from the repository root:
 
     python tools/build_datasets.py [--shared /work/shared/datasets] [--out jobs/data]
 
 It writes ``breast_cancer``, ``wine`` and ``digits`` from scikit-learn's bundled copies (so no
-network is needed) and ``adult`` and ``compas`` from the CSV files in ``--shared``. scikit-learn is
-needed only here: the ``jobs`` package reads the Parquet files and never imports it.
+network is needed), ``adult`` and ``compas`` from the CSV files in ``--shared``, and ``mnist1d``
+with the reference generator of the ``mnist1d`` package (Greydanus & Kobak) at its default
+arguments (``make_dataset(get_dataset_args())``: generated, never downloaded). scikit-learn and
+mnist1d are needed only here: the ``jobs`` package reads the Parquet files and never imports
+them.
 
 Choices, so the files are small and a fresh clone needs nothing else:
 
@@ -108,6 +111,24 @@ def build_compas(shared: Path) -> pd.DataFrame:
     return narrow(frame)
 
 
+def build_mnist1d() -> pd.DataFrame:
+    """MNIST-1D at the generator's defaults: 4,000 train + 1,000 test signals of length 40.
+
+    The generator's own train/test order is kept (rows 0-3,999 are its training split) and the
+    signals are stored as float32 (``x_0`` ... ``x_39``), the precision every model trains in.
+    """
+    from mnist1d.data import get_dataset_args, make_dataset  # only this script needs mnist1d
+
+    data = make_dataset(get_dataset_args())
+    signals = np.concatenate([data["x"], data["x_test"]]).astype(np.float32)
+    labels = np.concatenate([data["y"], data["y_test"]]).astype(np.int8)
+    if signals.shape != (5000, 40) or sorted(set(labels.tolist())) != list(range(10)):
+        raise ValueError(f"mnist1d: unexpected shape {signals.shape} or labels")
+    frame = pd.DataFrame(signals, columns=[f"x_{i}" for i in range(signals.shape[1])])
+    frame["target"] = labels
+    return frame
+
+
 def write(frame: pd.DataFrame, path: Path) -> None:
     """Write with zstd and check the round trip, so a silent type change cannot slip in."""
     frame.to_parquet(path, engine="pyarrow", compression="zstd", compression_level=19, index=False)
@@ -128,17 +149,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=DEFAULT_SHARED)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--only", nargs="*", help="build only these datasets")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
 
-    frames = {
-        "breast_cancer": from_sklearn("load_breast_cancer"),
-        "wine": from_sklearn("load_wine"),
-        "digits": from_sklearn("load_digits"),
-        "adult": build_adult(args.shared),
-        "compas": build_compas(args.shared),
+    builders = {
+        "breast_cancer": lambda: from_sklearn("load_breast_cancer"),
+        "wine": lambda: from_sklearn("load_wine"),
+        "digits": lambda: from_sklearn("load_digits"),
+        "adult": lambda: build_adult(args.shared),
+        "compas": lambda: build_compas(args.shared),
+        "mnist1d": build_mnist1d,
     }
-    for name, frame in frames.items():
+    for name in args.only or builders:
+        frame = builders[name]()
         path = args.out / f"{name}.parquet"
         write(frame, path)
         print(
