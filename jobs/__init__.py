@@ -19,16 +19,9 @@ from rashomon.jobs._expand import (
     iter_variants,
     model_id,
 )
-from rashomon.jobs._spec import (
-    FLATNESS_COLUMNS,
-    HYPERPARAMETERS,
-    FlatnessConfig,
-    Job,
-    column_value,
-    load_job,
-    load_job_text,
-    parse_job,
-)
+from rashomon.jobs._load import load_job, load_job_text, parse_job
+from rashomon.jobs._sections import FLATNESS_COLUMNS, FlatnessConfig, Job
+from rashomon.jobs._space import HYPERPARAMETERS, column_value
 
 __all__ = [
     "FLATNESS_COLUMNS",

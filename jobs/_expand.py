@@ -24,7 +24,9 @@ from typing import Any
 import numpy as np
 
 from rashomon.jobs._errors import UserError
-from rashomon.jobs._spec import Distribution, Job, _show, canonical_json
+from rashomon.jobs._sections import Job
+from rashomon.jobs._space import Distribution
+from rashomon.jobs._text import canonical_json, show
 
 __all__ = [
     "ModelVariant",
@@ -43,7 +45,7 @@ _ID_LENGTH = 16
 class ModelVariant:
     """One model of the population: its resolved hyperparameters and three seeds.
 
-    `hparams` holds all hyperparameters (see `jobs._spec.HYPERPARAMETERS`, in that order) with
+    `hparams` holds all hyperparameters (see `rashomon.jobs.HYPERPARAMETERS`, in that order) with
     `hidden` resolved to a tuple of ints. It is a read-only mapping, shared by the variants of one
     configuration.
     """
@@ -241,7 +243,7 @@ def _reject_repeated_draws(
     if any(dist.kind in ("uniform", "loguniform") for dist in distributions.values()):
         return
     source = job.source
-    possible = math.prod(_support_size(dist) for dist in distributions.values())
+    possible = math.prod(dist.support_size for dist in distributions.values())
     if len(draws) > possible:
         raise UserError(
             f"{source}: population.sample.n: {len(draws)} draws from only {possible} possible "
@@ -259,12 +261,5 @@ def _reject_repeated_draws(
         first[key] = index
 
 
-def _support_size(dist: Distribution) -> int:
-    if dist.kind == "int":
-        low, high = dist.args
-        return high - low + 1
-    return len(dist.args)
-
-
 def _describe(values: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k}={_show(v)}" for k, v in values.items())
+    return ", ".join(f"{k}={show(v)}" for k, v in values.items())

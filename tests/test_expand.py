@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from rashomon.jobs._errors import UserError
+from rashomon.jobs import HYPERPARAMETERS, Job, UserError, load_job, parse_job
 from rashomon.jobs._expand import (
     ModelVariant,
     cohort,
@@ -21,7 +21,7 @@ from rashomon.jobs._expand import (
     model_id,
     sample_draws,
 )
-from rashomon.jobs._spec import HYPERPARAMETERS, Job, canonical_json, load_job, parse_job
+from rashomon.jobs._text import canonical_json
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
 
