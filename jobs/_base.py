@@ -14,10 +14,13 @@ from pydantic import AllowInfNan, BaseModel, ConfigDict, Strict
 
 from rashomon.jobs._text import show
 
+#: The largest integer any setting takes: counts, seeds and sizes end up in int64 columns.
+MAX_INT = 2**63 - 1
+
 # Strict() keeps YAML's `true` from passing as 1 and `"10"` from passing as 10; floats still
 # accept integers (`lr: 1`), and no float accepts inf/nan (`lr: .inf` would pass `> 0`).
-PositiveInt = Annotated[int, Strict(), at.Ge(1)]
-NonNegativeInt = Annotated[int, Strict(), at.Ge(0)]
+PositiveInt = Annotated[int, Strict(), at.Ge(1), at.Le(MAX_INT)]
+NonNegativeInt = Annotated[int, Strict(), at.Ge(0), at.Le(MAX_INT)]
 NonEmptyStr = Annotated[str, Strict(), at.MinLen(1)]
 FiniteFloat = Annotated[float, Strict(), AllowInfNan(False)]
 Positive = Annotated[FiniteFloat, at.Gt(0)]

@@ -1,14 +1,20 @@
 """Reading a job: YAML text or a parsed document in, a validated :class:`Job` or one UserError out.
 
-The loader is PyYAML's SafeLoader (it builds no objects) with two changes users expect: YAML 1.2
-floats (``1e-3`` is a number) and duplicate keys as errors.
+The loader is PyYAML's SafeLoader (it builds no objects) with the changes users expect: YAML 1.2
+floats (``1e-3`` is a number) and duplicate keys as errors. A job file may also be hostile or
+simply wrong (a binary file, a generated monster, an alias bomb whose few lines expand to 10⁹
+values, a self-containing alias, ``[`` × 100,000), so every cost is bounded before it is paid: the
+bytes read, the nesting while parsing, and then the size and depth of the parsed document with
+every alias counted as often as it expands, measured on the node graph before any value is built.
+Beyond the bounds the job is refused with one line; a real job is far inside them.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +26,21 @@ from rashomon.jobs._messages import format_errors
 from rashomon.jobs._sections import Job
 from rashomon.jobs._text import show, type_name
 
-__all__ = ["load_job", "load_job_text", "parse_job"]
+__all__ = [
+    "MAX_JOB_BYTES",
+    "MAX_JOB_DEPTH",
+    "MAX_JOB_VALUES",
+    "load_job",
+    "load_job_text",
+    "parse_job",
+]
+
+#: A job file is a page of settings; a larger file is not a job (or not one written to be read).
+MAX_JOB_BYTES = 1 << 20
+#: Values in a parsed job, aliases counted as often as they expand (a real job has a few hundred).
+MAX_JOB_VALUES = 100_000
+#: Levels of nesting (a real job has at most seven: search.hidden.choice[0][0]).
+MAX_JOB_DEPTH = 64
 
 # YAML 1.1 (PyYAML) reads `1e-3` as a string because it wants a dot; YAML 1.2 and every user
 # expect a float, and job files are full of learning rates written that way.
@@ -38,8 +58,51 @@ class _JobLoader(yaml.SafeLoader):
     """SafeLoader (no object construction) with YAML 1.2 floats and duplicate keys rejected.
 
     A repeated key (two `lr:` lines) silently keeps the last one in plain PyYAML; here it is an
-    error with its line number.
+    error with its line number. Composition stops at :data:`MAX_JOB_DEPTH` levels (PyYAML
+    recurses once per level), and it records the anchors and aliases it meets, to name them.
     """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.depth = 0
+        self.aliases: list[str] = []  # alias names in the order met
+        self.anchor_of: dict[int, str] = {}  # id(node) -> its anchor name
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            self.aliases.append(event.anchor)
+            return super().compose_node(parent, index)
+        if self.depth >= MAX_JOB_DEPTH:
+            raise yaml.composer.ComposerError(
+                None, None, f"nested deeper than {MAX_JOB_DEPTH} levels", event.start_mark
+            )
+        self.depth += 1
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+        if event.anchor is not None:
+            self.anchor_of[id(node)] = event.anchor
+        return node
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        # PyYAML's constructors let Python errors through for values that match a type's pattern
+        # but are not valid (2020-13-45, `!!int abc`, an int of 5,000 digits): give them a line.
+        try:
+            return super().construct_object(node, deep=deep)
+        except yaml.YAMLError:
+            raise
+        except (ValueError, TypeError, AttributeError, OverflowError) as exc:
+            tag = node.tag.rsplit(":", 1)[-1]
+            reason = f" ({str(exc).split(':')[0]})" if isinstance(exc, ValueError) else ""
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"cannot read {show(node.value)} as {_TAG_NAMES.get(tag, '!!' + tag)}{reason}; "
+                "quote it if it is text",
+                node.start_mark,
+            ) from None
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
@@ -50,12 +113,14 @@ class _JobLoader(yaml.SafeLoader):
                     raise yaml.constructor.ConstructorError(
                         "while reading a mapping",
                         node.start_mark,
-                        f"found the key {key!r} twice",
+                        f"found the key {show(key)} twice",
                         key_node.start_mark,
                     )
                 seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
+
+_TAG_NAMES = {"int": "an integer", "float": "a number", "timestamp": "a date", "bool": "true/false"}
 
 _JobLoader.add_implicit_resolver("tag:yaml.org,2002:float", _YAML12_FLOAT, list("-+0123456789."))
 
@@ -65,30 +130,125 @@ def load_job(path: str | Path) -> Job:
     path = Path(path)
     source = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as stream:
+            raw = stream.read(MAX_JOB_BYTES + 1)  # bounded: the path may be /dev/zero
     except FileNotFoundError:
         raise UserError(f"{source}: no such job file") from None
     except IsADirectoryError:
         raise UserError(f"{source}: is a directory, not a job file") from None
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{source}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except OSError as exc:
         raise UserError(f"{source}: cannot read the job file: {exc.strerror}") from None
+    if len(raw) > MAX_JOB_BYTES:
+        raise UserError(_too_large(source))
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(
+            f"{source}: not UTF-8 text ({exc.reason} at byte {exc.start}); is this the job YAML?"
+        ) from None
     return load_job_text(text, source, base_dir=path.resolve().parent)
+
+
+def _too_large(source: str) -> str:
+    return (
+        f"{source}: more than {MAX_JOB_BYTES >> 20} MiB, too large for a job file; is this the "
+        "job YAML? (vary many settings with population.sample rather than listing them)"
+    )
 
 
 def load_job_text(text: str, source: str, *, base_dir: str | Path | None = None) -> Job:
     """Validate a job given as YAML text; `source` names it in error messages."""
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_JOB_BYTES:
+        raise UserError(_too_large(source))
+    loader = None
     try:
-        document = yaml.load(text, Loader=_JobLoader)  # a SafeLoader: builds no objects
+        loader = _JobLoader(text)  # checks every character already
+        node = loader.get_single_node()
+        if node is not None:
+            _check_expansion(node, loader, source)
+        document = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = " ".join(p for p in (exc.context, exc.problem) if p)
-        raise UserError(f"{source}: {where}invalid YAML: {problem}") from None
+        raise UserError(
+            f"{source}: {_where(mark)}invalid YAML: "
+            + " ".join(p for p in (exc.context, exc.problem) if p)
+        ) from None
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        raise UserError(
+            f"{source}: line {line}: invalid YAML: unacceptable character #x{exc.character:04x} "
+            f"({exc.reason}); is this the job YAML?"
+        ) from None
     except yaml.YAMLError as exc:
-        raise UserError(f"{source}: invalid YAML: {exc}") from None
+        raise UserError(f"{source}: invalid YAML: {' '.join(str(exc).split())}") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
     return parse_job(document, source, base_dir=base_dir)
+
+
+def _where(mark: Any) -> str:
+    return f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+
+
+def _check_expansion(root: yaml.Node, loader: _JobLoader, source: str) -> None:
+    """Refuse a document whose aliases expand beyond the bounds, or that contains itself.
+
+    Sizes and depths are computed once per node of the graph (an alias is the same node object
+    as its anchor), so this costs what the text costs, however far the aliases would expand.
+    """
+    size: dict[int, int] = {}  # id(node) -> values it expands to, itself included
+    depth: dict[int, int] = {}  # id(node) -> levels it expands to
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        children = _children(node)
+        if children_done:
+            open_nodes.discard(key)
+            size[key] = 1 + sum(size[id(child)] for child in children)
+            depth[key] = 1 + max((depth[id(child)] for child in children), default=0)
+            continue
+        if key in size:
+            continue
+        open_nodes.add(key)
+        stack.append((node, True))
+        for child in children:
+            if id(child) in open_nodes:
+                name = loader.anchor_of.get(id(child), "?")
+                raise UserError(
+                    f"{source}: {_where(node.start_mark)}the alias *{name} refers to a value that "
+                    "contains it, so it never ends; write the value out instead"
+                )
+            if id(child) not in size:
+                stack.append((child, False))
+    aliases = ", ".join(f"*{name}" for name in dict.fromkeys(loader.aliases))
+    through = f" through its aliases ({aliases})" if aliases else ""
+    if size[id(root)] > MAX_JOB_VALUES:
+        raise UserError(
+            f"{source}: the job expands to {_count(size[id(root)])} values{through}, more than the "
+            f"{MAX_JOB_VALUES:,} a job may hold; write the values out, or vary settings with "
+            "population.sample rather than listing them"
+        )
+    if depth[id(root)] > MAX_JOB_DEPTH:
+        raise UserError(
+            f"{source}: the job nests {_count(depth[id(root)])} levels deep{through}, more than "
+            f"the {MAX_JOB_DEPTH} a job may have; write the values out"
+        )
+
+
+def _children(node: yaml.Node) -> Iterable[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return node.value
+    return ()
+
+
+def _count(n: int) -> str:
+    # Python will not print an integer of more than 4,300 digits; a bomb's count may have more.
+    return f"{n:,}" if n < 10**12 else f"about 10^{int(n.bit_length() * math.log10(2))}"
 
 
 def parse_job(mapping: Any, source: str, *, base_dir: str | Path | None = None) -> Job:

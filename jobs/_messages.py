@@ -42,7 +42,9 @@ def format_errors(exc: ValidationError, source: str, root: type[Section]) -> str
 def _locate(error: Mapping[str, Any], root: type[Section]) -> str:
     loc = tuple(error["loc"])
     if error["type"] == "extra_forbidden":
-        return _unknown_key(loc, root)
+        return _unknown_key(loc[:-1], loc[-1], root)
+    if error["type"] == "invalid_key":  # not text: `1:`, `null:`, `true:`
+        return _unknown_key(loc[:-1], error["input"], root)
     path = join_path(loc)
     return f"{path}: {describe(error)}" if path else describe(error)
 
@@ -95,8 +97,8 @@ def describe(error: Mapping[str, Any]) -> str:
     return f"{error['msg']} ({got})"
 
 
-def _unknown_key(loc: tuple[Any, ...], root: type[Section]) -> str:
-    key, parent_loc = loc[-1], loc[:-1]
+def _unknown_key(parent_loc: tuple[Any, ...], key: Any, root: type[Section]) -> str:
+    loc = (*parent_loc, key if isinstance(key, str) else show(key))
     parent = _model_at(root, parent_loc) or root
     fields = list(parent.model_fields)
     hint = did_you_mean(key, fields)

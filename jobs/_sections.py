@@ -31,6 +31,7 @@ from pydantic import (
 )
 
 from rashomon.jobs._base import (
+    MAX_INT,
     NonEmptyStr,
     NonNegativeInt,
     Positive,
@@ -208,6 +209,8 @@ class Seeds(Section):
         if isinstance(data, int):
             if data < 1:
                 raise ValueError(f"the number of seeds must be >= 1 (got {data})")
+            if data > MAX_INT:
+                raise ValueError(f"the number of seeds must be <= {MAX_INT} (got {show(data)})")
             seeds = handler({"init": data, "order": data, "data": 1})
             seeds._paired = True
             return seeds
@@ -332,7 +335,7 @@ class OutputConfig(Section):
         return tuple(s for s in SPLITS if s in splits)
 
 
-_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_NAME = re.compile(r"[A-Za-z0-9_.-]{1,200}")  # file systems allow 255 bytes per name
 
 
 class Job(Section):
@@ -358,8 +361,8 @@ class Job(Section):
             raise ValueError(f"expected a string, got {show(name)}")
         if not _NAME.fullmatch(name) or set(name) == {"."}:
             raise ValueError(
-                "must be letters, digits, '_', '.' or '-' (it becomes a folder name), "
-                f"got {show(name)}"
+                "must be letters, digits, '_', '.' or '-', at most 200 (it becomes a folder "
+                f"name), got {show(name)}"
             )
         return name
 

@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from rashomon.jobs._base import (
+    MAX_INT,
     NonNegative,
     NonNegativeInt,
     Positive,
@@ -54,7 +55,7 @@ __all__ = [
 
 # The type of one value of each hyperparameter, shared by its base field and its grid/sample.
 Family = Literal["mlp", "logistic"]
-Hidden = tuple[Annotated[int, Strict(), at.Gt(0)], ...]
+Hidden = tuple[Annotated[int, Strict(), at.Gt(0), at.Le(MAX_INT)], ...]
 Activation = Literal["relu", "tanh", "gelu"]
 Dropout = UnitHalfOpen
 Epochs = PositiveInt
