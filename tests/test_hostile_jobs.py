@@ -65,6 +65,7 @@ def test_an_alias_bomb_behind_merge_keys_is_refused() -> None:
         ("name: &n [*n]\ndataset: {source: adult}\n", "*n"),
         (VALID + "population: &p {grid: *p}\n", "*p"),
     ],
+    ids=["in-a-value", "in-a-section"],
 )
 def test_an_alias_that_contains_itself_is_refused(text: str, alias: str) -> None:
     message = error_of(text)
