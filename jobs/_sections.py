@@ -102,15 +102,17 @@ class SplitConfig(Section):
 
 
 class DatasetConfig(Section):
-    """Which data to learn from; `groups` only label examples for subgroup analysis."""
+    """Which data to learn from; `groups` only label examples for subgroup analysis, and
+    `missing_values` are more ways the file writes an empty cell ("?", "n/a")."""
 
     source: NonEmptyStr
     target: NonEmptyStr | None = None
     groups: tuple[NonEmptyStr, ...] = ()
     exclude: tuple[NonEmptyStr, ...] = ()
     split: SplitConfig = SplitConfig()
+    missing_values: tuple[NonEmptyStr, ...] = ()
 
-    @field_validator("groups", "exclude")
+    @field_validator("groups", "exclude", "missing_values")
     @classmethod
     def _no_repeats(cls, columns: tuple[str, ...]) -> tuple[str, ...]:
         reject_duplicates(columns)
@@ -129,12 +131,23 @@ class DatasetConfig(Section):
 
         A built-in's target is filled in, so omitting it and naming it give the same ids.
         """
-        return {
+        identity = {
             "source": self.source,
             "target": self.target or builtin_target(self.source),
             "exclude": sorted(self.exclude),
             "split": self.split.model_dump(mode="json"),
         }
+        if self.missing_values:  # absent when unused: the ids of earlier jobs stay the same
+            identity["missing_values"] = sorted(self.missing_values)
+        return identity
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> Any:
+        # Unused, missing_values is left out, so jobs written before it existed keep their hash.
+        dumped = handler(self)
+        if isinstance(dumped, dict) and not dumped.get("missing_values", True):
+            del dumped["missing_values"]
+        return dumped
 
 
 class ModelConfig(Section):
