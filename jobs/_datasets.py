@@ -85,7 +85,7 @@ import numpy as np
 import pandas as pd
 
 from rashomon.jobs._errors import UserError
-from rashomon.jobs._text import show
+from rashomon.jobs._text import printable, show
 
 #: Bumped whenever the preprocessing changes the arrays it produces, so stale caches are noticed.
 PREPROCESSING_VERSION = "rashomon-preprocessing-1"
@@ -266,7 +266,10 @@ def prepare_dataset(
     _check_split_parameters(val, test, seed)
     name, path, target, where = _resolve_source(source, target, base_dir)
 
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"dataset.source: cannot read {where}: {exc.strerror}") from None
     hasher = hashlib.sha256(raw)
     hasher.update(b"\0" + PREPROCESSING_VERSION.encode())
     fingerprint = hasher.hexdigest()
@@ -370,20 +373,25 @@ def _resolve_source(
             f"dataset.source: {source!r} has an unsupported extension; "
             "convert it to .csv, .csv.gz or .parquet"
         )
-    if not path.is_file():
-        what = "is a directory, not a file" if path.is_dir() else "does not exist"
-        shown = str(path) if path.is_absolute() else f"{path} ({path.absolute()})"
+    where = printable(str(path))
+    try:
+        is_file, is_dir = path.is_file(), path.is_dir()
+    except OSError as exc:  # a name too long for the file system, a loop of links ...
+        raise UserError(f"dataset.source: cannot use {where}: {exc.strerror}") from None
+    if not is_file:
+        what = "is a directory, not a file" if is_dir else "does not exist"
+        shown = where if path.is_absolute() else f"{where} ({printable(str(path.absolute()))})"
         raise UserError(
             f"dataset.source: {shown} {what}; fix the path (relative paths are resolved "
             "against the job file's folder)"
         )
     if target is None:
         raise UserError(
-            f"dataset.target: required when dataset.source is a file ({path}); "
+            f"dataset.target: required when dataset.source is a file ({where}); "
             "set it to the name of the label column"
         )
     name = next(path.name[: -len(ext)] for ext in _EXTENSIONS if lower.endswith(ext))
-    return name, path, target, str(path)
+    return name, path, target, where
 
 
 def _read_table(raw: bytes, path: Path, where: str) -> pd.DataFrame:
@@ -397,7 +405,7 @@ def _read_table(raw: bytes, path: Path, where: str) -> pd.DataFrame:
             compression = "gzip" if lower.endswith(".gz") else None
             frame = pd.read_csv(io.BytesIO(raw), compression=compression, low_memory=False)
     except Exception as exc:  # any parser failure is the file's fault, not ours
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        detail = printable(str(exc).strip().splitlines()[0]) if str(exc).strip() else ""
         raise UserError(
             f"dataset.source: cannot read {where} as {kind} ({type(exc).__name__}: {detail}); "
             f"check that it is a valid {kind} file"
@@ -443,7 +451,8 @@ def _hint(name: str, columns: Sequence[str]) -> str:
     by_lower = {c.lower(): c for c in columns}
     close = [by_lower[name.lower()]] if name.lower() in by_lower else []
     close += [c for c in difflib.get_close_matches(name, columns, n=3) if c not in close]
-    shown = ", ".join(columns[:12]) + (f", … ({len(columns)} in all)" if len(columns) > 12 else "")
+    shown = ", ".join(printable(c) for c in columns[:12])
+    shown += f", … ({len(columns)} in all)" if len(columns) > 12 else ""
     did_you_mean = f" (did you mean {close[0]!r}?)" if close else ""
     return f"{did_you_mean}; its columns are: {shown}"
 

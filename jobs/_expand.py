@@ -181,9 +181,8 @@ def _variant_at(job: Job, position: int) -> ModelVariant:
         grid_values[name] = values[value_index]
     grid_values = dict(reversed(grid_values.items()))
     draw = _draws(job, draw_index, draw_index + 1)[0] if sample.n else {}
-    resolved = _resolve(
-        job, {**grid_values, **draw}, lambda: _origin(grid_values, draw_index, draw)
-    )
+    describe = functools.partial(_origin, grid_values, draw_index, draw)
+    resolved = _resolve(job, {**grid_values, **draw}, describe)
     if seeds.paired:
         init_seed, order_seed, data_seed = seed_index, seed_index, 0
     else:

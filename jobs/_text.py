@@ -80,6 +80,16 @@ def _key(key: Any) -> str:
     return repr(key[: SHOW_CHARS + 1])[1:-1] if isinstance(key, str) else next(_pieces(key, 0))
 
 
+def printable(text: str) -> str:
+    """`text` with control characters escaped (``\\x1b``): names and paths from files and jobs
+    go to a terminal, where a raw escape sequence could rewrite what the user sees."""
+    return (
+        text
+        if text.isprintable()
+        else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    )
+
+
 def type_name(value: Any) -> str:
     """'a list', 'a string', 'a number' ...: what a YAML value is, in the user's words."""
     names = {list: "a list", str: "a string", int: "a number", float: "a number", bool: "a bool"}

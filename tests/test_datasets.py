@@ -509,3 +509,18 @@ def test_a_float_price_label_says_regression_not_empty_split(tmp_path: Path) -> 
         r"not all integers; e\.g\. ",
     ):
         prepare(path, target="price")
+
+
+def test_paths_and_column_names_from_data_are_escaped_in_messages(tmp_path: Path) -> None:
+    with pytest.raises(UserError) as caught:
+        prepare(tmp_path / "a\x1b[2Jb.csv")
+    assert "\x1b" not in str(caught.value) and r"a\x1b[2Jb.csv does not exist" in str(caught.value)
+    path = write_csv(tmp_path, {"x\x1b[31m": range(10), "y": [0, 1] * 5})
+    with pytest.raises(UserError) as caught:
+        prepare(path, target="label")
+    assert "\x1b" not in str(caught.value) and r"its columns are: x\x1b[31m, y" in str(caught.value)
+
+
+def test_a_file_name_too_long_for_the_file_system_is_one_error(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"dataset.source: cannot use .*: File name too long"):
+        prepare(tmp_path / ("a" * 5000 + ".csv"))
