@@ -99,8 +99,8 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 #: A categorical column with more distinct train values than this is almost surely an id.
 MAX_CATEGORIES = 1000
 
-#: A numeric label with more distinct values than this may be a regression target, and a text
-#: column with more distinct numbers than this is a numeric column with junk (module docstring).
+#: More distinct numbers than this are a quantity, not class labels or category codes: such a
+#: label may be a regression target, and such a text column is numbers with junk (see above).
 MAX_NUMERIC_CLASSES = 20
 
 #: Percentage of a text column's non-missing cells that must be numbers for the rest to be junk.
