@@ -68,6 +68,15 @@ class _JobLoader(yaml.SafeLoader):
         self.aliases: list[str] = []  # alias names in the order met
         self.anchor_of: dict[int, str] = {}  # id(node) -> its anchor name
 
+    def fetch_flow_collection_start(self, token_class: type[yaml.Token]) -> None:
+        # The scanner reads ahead up to 1,024 characters of unclosed `[`/`{` before the composer
+        # sees any, at a quadratic cost (0.7 s); stop it at the same depth.
+        if self.flow_level >= MAX_JOB_DEPTH:
+            raise yaml.scanner.ScannerError(
+                None, None, f"nested deeper than {MAX_JOB_DEPTH} levels", self.get_mark()
+            )
+        super().fetch_flow_collection_start(token_class)
+
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
         event = self.peek_event()
         if isinstance(event, yaml.AliasEvent):
