@@ -18,17 +18,11 @@ from rashomon.jobs._expand import (
     expand,
     iter_variants,
     model_id,
+    sample_variants,
 )
-from rashomon.jobs._spec import (
-    FLATNESS_COLUMNS,
-    HYPERPARAMETERS,
-    FlatnessConfig,
-    Job,
-    column_value,
-    load_job,
-    load_job_text,
-    parse_job,
-)
+from rashomon.jobs._load import load_job, load_job_text, parse_job
+from rashomon.jobs._sections import FLATNESS_COLUMNS, FlatnessConfig, Job
+from rashomon.jobs._space import HYPERPARAMETERS, column_value
 
 __all__ = [
     "FLATNESS_COLUMNS",
@@ -52,4 +46,5 @@ __all__ = [
     "parse_job",
     "prepare_dataset",
     "prepare_job_dataset",
+    "sample_variants",
 ]

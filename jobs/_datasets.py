@@ -11,14 +11,20 @@ Sources
     ``wine``; case-sensitive, shipped as Parquet in ``jobs/data/``) or a path to a ``.csv``,
     ``.csv.gz`` or ``.parquet`` file; a relative path is resolved against the job file's folder.
     CSV files are read with pandas' defaults: a header row, comma separated, UTF-8, and empty
-    cells (or ``NA``, ``NaN``, ``null`` ...) are missing values. ``example_id`` is the row's
-    position in the file (0 … N−1).
+    cells (or ``NA``, ``NaN``, ``null`` ...) are missing values. ``dataset.missing_values``
+    lists more markers of a missing cell (``["?", "n/a"]``): in any column, a cell whose text,
+    stripped of surrounding spaces, is one of them is missing, and a text column whose other cells
+    are all numbers then reads as numbers (a number such as ``"-999"`` also marks numeric cells
+    equal to it). ``example_id`` is the row's position in the file (0 … N−1).
 
 Labels
     Any dtype. The classes are the distinct label values, sorted numerically when the column is
     numeric (0, 1 or 3, 5, 10) and as strings otherwise; label k is ``classes[k]``. Integer-valued
     float labels are shown without ".0". A row with a missing label is an error, never silently
-    dropped, and so is a label column with a single class.
+    dropped, and so is a label column with a single class. A numeric label with more than
+    :data:`MAX_NUMERIC_CLASSES` distinct values is refused as a regression target when some value
+    is not an integer (a price, a score) or more than half of its values occur on one row only
+    (those could never be validated or tested): rashomon trains classifiers.
 
 Split
     One fixed split, stratified by label. With one ``numpy.random.default_rng(seed)``, the classes
@@ -37,6 +43,11 @@ Features (all statistics fitted on the training split only, then applied to ever
     * A numeric column with a missing value anywhere in the file gets its missing cells imputed
       with the train mean (0 after standardising) and a ``<col>__missing`` indicator column
       (1.0 where missing, 0.0 elsewhere, not standardised) right after it.
+    * A text column that is numbers but for a few cells is refused rather than one-hot encoded
+      into a column per number: at least 90% (:data:`MIN_NUMERIC_PERCENT`) of its non-missing cells
+      parse as numbers, at least one does not, and the numbers take more than
+      :data:`MAX_NUMERIC_CLASSES` distinct values. The message names the column, counts the odd
+      cells and shows a few; codes with few values (``1, 2, 3, A``) stay categorical.
     * String, object, category and bool columns are categorical: one-hot with one column
       ``<col>=<value>`` per value seen in train, sorted as strings; a missing value is its own
       value ``missing`` (a literal string "missing" shares it). A value never seen in train
@@ -74,6 +85,7 @@ import numpy as np
 import pandas as pd
 
 from rashomon.jobs._errors import UserError
+from rashomon.jobs._text import printable, show
 
 #: Bumped whenever the preprocessing changes the arrays it produces, so stale caches are noticed.
 PREPROCESSING_VERSION = "rashomon-preprocessing-1"
@@ -86,6 +98,13 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 #: A categorical column with more distinct train values than this is almost surely an id.
 MAX_CATEGORIES = 1000
+
+#: More distinct numbers than this are a quantity, not class labels or category codes: such a
+#: label may be a regression target, and such a text column is numbers with junk (see above).
+MAX_NUMERIC_CLASSES = 20
+
+#: Percentage of a text column's non-missing cells that must be numbers for the rest to be junk.
+MIN_NUMERIC_PERCENT = 90
 
 #: Value that stands for a missing cell in categorical features and in groups.
 MISSING = "missing"
@@ -237,6 +256,7 @@ def prepare_dataset(
     test: float,
     seed: int,
     base_dir: Path | None = None,
+    missing_values: Sequence[str] = (),
 ) -> PreparedDataset:
     """Load ``source``, split it and encode it, exactly as the module docstring describes.
 
@@ -246,11 +266,14 @@ def prepare_dataset(
     _check_split_parameters(val, test, seed)
     name, path, target, where = _resolve_source(source, target, base_dir)
 
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"dataset.source: cannot read {where}: {exc.strerror}") from None
     hasher = hashlib.sha256(raw)
     hasher.update(b"\0" + PREPROCESSING_VERSION.encode())
     fingerprint = hasher.hexdigest()
-    frame = _read_table(raw, path, where)
+    frame = _mark_missing(_read_table(raw, path, where), missing_values)
 
     columns = list(frame.columns)
     if target not in columns:
@@ -350,20 +373,25 @@ def _resolve_source(
             f"dataset.source: {source!r} has an unsupported extension; "
             "convert it to .csv, .csv.gz or .parquet"
         )
-    if not path.is_file():
-        what = "is a directory, not a file" if path.is_dir() else "does not exist"
-        shown = str(path) if path.is_absolute() else f"{path} ({path.absolute()})"
+    where = printable(str(path))
+    try:
+        is_file, is_dir = path.is_file(), path.is_dir()
+    except OSError as exc:  # a name too long for the file system, a loop of links ...
+        raise UserError(f"dataset.source: cannot use {where}: {exc.strerror}") from None
+    if not is_file:
+        what = "is a directory, not a file" if is_dir else "does not exist"
+        shown = where if path.is_absolute() else f"{where} ({printable(str(path.absolute()))})"
         raise UserError(
             f"dataset.source: {shown} {what}; fix the path (relative paths are resolved "
             "against the job file's folder)"
         )
     if target is None:
         raise UserError(
-            f"dataset.target: required when dataset.source is a file ({path}); "
+            f"dataset.target: required when dataset.source is a file ({where}); "
             "set it to the name of the label column"
         )
     name = next(path.name[: -len(ext)] for ext in _EXTENSIONS if lower.endswith(ext))
-    return name, path, target, str(path)
+    return name, path, target, where
 
 
 def _read_table(raw: bytes, path: Path, where: str) -> pd.DataFrame:
@@ -377,7 +405,7 @@ def _read_table(raw: bytes, path: Path, where: str) -> pd.DataFrame:
             compression = "gzip" if lower.endswith(".gz") else None
             frame = pd.read_csv(io.BytesIO(raw), compression=compression, low_memory=False)
     except Exception as exc:  # any parser failure is the file's fault, not ours
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        detail = printable(str(exc).strip().splitlines()[0]) if str(exc).strip() else ""
         raise UserError(
             f"dataset.source: cannot read {where} as {kind} ({type(exc).__name__}: {detail}); "
             f"check that it is a valid {kind} file"
@@ -394,12 +422,37 @@ def _read_table(raw: bytes, path: Path, where: str) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
+def _mark_missing(frame: pd.DataFrame, markers: Sequence[str]) -> pd.DataFrame:
+    """Cells written as one of `markers` become missing (``dataset.missing_values``)."""
+    texts = {str(marker).strip() for marker in markers}
+    if not texts:
+        return frame
+    numbers = pd.to_numeric(pd.Series(sorted(texts), dtype=object), errors="coerce").dropna()
+    for col in frame.columns:
+        series = frame[col]
+        if pd.api.types.is_bool_dtype(series.dtype):
+            continue
+        if pd.api.types.is_numeric_dtype(series.dtype):
+            missing = series.isin(numbers.to_numpy())
+            if missing.any():
+                frame[col] = series.mask(missing)
+            continue
+        missing = series.notna() & series.astype(str).str.strip().isin(texts)
+        if missing.any():
+            series = series.astype(object).mask(missing)
+            as_numbers = pd.to_numeric(series, errors="coerce")
+            numbers_but_markers = as_numbers.notna().sum() == series.notna().sum()
+            frame[col] = as_numbers if numbers_but_markers else series
+    return frame
+
+
 def _hint(name: str, columns: Sequence[str]) -> str:
     """'; did you mean …? Columns: …' so a typo is fixed without opening the file."""
     by_lower = {c.lower(): c for c in columns}
     close = [by_lower[name.lower()]] if name.lower() in by_lower else []
     close += [c for c in difflib.get_close_matches(name, columns, n=3) if c not in close]
-    shown = ", ".join(columns[:12]) + (f", … ({len(columns)} in all)" if len(columns) > 12 else "")
+    shown = ", ".join(printable(c) for c in columns[:12])
+    shown += f", … ({len(columns)} in all)" if len(columns) > 12 else ""
     did_you_mean = f" (did you mean {close[0]!r}?)" if close else ""
     return f"{did_you_mean}; its columns are: {shown}"
 
@@ -422,7 +475,9 @@ def _encode_labels(
         values = series.to_numpy(dtype=bool)
     elif pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_complex_dtype(dtype):
         values = series.to_numpy(dtype=np.float64)
-        if np.all(values == np.round(values)) and np.all(np.abs(values) < 2**53):
+        integral = bool(np.all(values == np.round(values)) and np.all(np.abs(values) < 2**53))
+        _refuse_regression_target(values, integral, column, where)
+        if integral:
             values = values.astype(np.int64)
     else:
         codes, names = _factorize_strings(series)
@@ -432,6 +487,23 @@ def _encode_labels(
     uniques, codes = np.unique(values, return_inverse=True)
     classes = tuple(str(v.item()) for v in uniques)
     return _checked_labels(codes.reshape(-1), classes, column, where)
+
+
+def _refuse_regression_target(values: np.ndarray, integral: bool, column: str, where: str) -> None:
+    """A float price or an integer count as the label would give a class per value: say so."""
+    uniques, counts = np.unique(values, return_counts=True)
+    if uniques.size <= MAX_NUMERIC_CLASSES:
+        return
+    single = int(np.count_nonzero(counts == 1))
+    if integral and 2 * single <= uniques.size:
+        return
+    why = "not all integers" if not integral else f"{single:,} of them on one row only"
+    examples = ", ".join(show(v.item()) for v in pd.unique(values)[:3])
+    raise UserError(
+        f"dataset.target: column {column!r} of {where} looks like a regression target "
+        f"({uniques.size:,} distinct values, {why}; e.g. {examples}); rashomon trains "
+        "classifiers: choose a column of class labels, or bin this one into classes"
+    )
 
 
 def _checked_labels(
@@ -535,18 +607,41 @@ def _as_strings(series: pd.Series) -> np.ndarray:
 
 def _column_kind(series: pd.Series, column: str, where: str) -> str:
     dtype = series.dtype
-    if (
-        pd.api.types.is_bool_dtype(dtype)
-        or isinstance(dtype, pd.CategoricalDtype)
-        or pd.api.types.is_string_dtype(dtype)
-        or pd.api.types.is_object_dtype(dtype)
-    ):
+    if pd.api.types.is_bool_dtype(dtype) or isinstance(dtype, pd.CategoricalDtype):
+        return "categorical"
+    if pd.api.types.is_string_dtype(dtype) or pd.api.types.is_object_dtype(dtype):
+        _refuse_numbers_with_junk(series, column, where)
         return "categorical"
     if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_complex_dtype(dtype):
         return "numeric"
     raise UserError(
         f"dataset.exclude: column {column!r} of {where} has type {dtype}, which cannot be "
         "encoded; convert it to numbers or strings, or list it in dataset.exclude"
+    )
+
+
+def _refuse_numbers_with_junk(series: pd.Series, column: str, where: str) -> None:
+    """A column of numbers with a few '?' cells reads as text; one-hot encoding it would give a
+    column per number. Judged on the distinct values, so a 50,000-row column costs little."""
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    if len(uniques) <= MAX_NUMERIC_CLASSES:
+        return
+    numbers = pd.to_numeric(pd.Series(uniques, dtype=object), errors="coerce").to_numpy(float)
+    numeric = np.isfinite(numbers)
+    if np.unique(numbers[numeric]).size <= MAX_NUMERIC_CLASSES:
+        return
+    cells = np.bincount(codes[codes >= 0], minlength=len(uniques))
+    odd = int(cells[~numeric].sum())
+    if odd == 0 or 100 * (cells.sum() - odd) < MIN_NUMERIC_PERCENT * cells.sum():
+        return
+    by_count = np.flatnonzero(~numeric)[np.argsort(-cells[~numeric], kind="stable")]
+    shown = ", ".join(show(uniques[i]) for i in by_count[:3]) + (
+        ", ..." if by_count.size > 3 else ""
+    )
+    raise UserError(
+        f"dataset.source: column {column!r} of {where} holds numbers but {odd:,} of its "
+        f"{int(cells.sum()):,} cells are not numbers ({shown}); clean them, list them in "
+        f"dataset.missing_values to read them as missing, or list {column!r} in dataset.exclude"
     )
 
 
@@ -619,4 +714,5 @@ def prepare_job_dataset(job) -> PreparedDataset:
         test=spec.split.test,
         seed=spec.split.seed,
         base_dir=job.base_dir,
+        missing_values=spec.missing_values,
     )

@@ -6,13 +6,16 @@ crossed with the `population.sample.n` random draws (the same draws for every gr
 design stays balanced for the variance decomposition). Seeds are innermost: init, then order,
 then data. The order is deterministic, so the same job always yields the same list.
 
-Iteration is lazy and cheap per model (the model id hashes a per-configuration prefix once and
-only the seeds per model), so a dry run of a million models never materialises them all, and
-:func:`count_models` is plain arithmetic.
+Nothing here needs the whole population in memory: :func:`count_models` is plain arithmetic,
+:func:`iter_variants` generates configurations, sample draws and seeds as it reaches them (the
+model id hashes a per-configuration prefix once and only the seeds per model), and
+:func:`sample_variants` builds any few variants of a population of 10¹² directly from their
+positions.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import math
@@ -24,7 +27,9 @@ from typing import Any
 import numpy as np
 
 from rashomon.jobs._errors import UserError
-from rashomon.jobs._spec import Distribution, Job, _show, canonical_json
+from rashomon.jobs._sections import Job
+from rashomon.jobs._space import Distribution
+from rashomon.jobs._text import canonical_json, show
 
 __all__ = [
     "ModelVariant",
@@ -34,6 +39,7 @@ __all__ = [
     "iter_variants",
     "model_id",
     "sample_draws",
+    "sample_variants",
 ]
 
 _ID_LENGTH = 16
@@ -43,7 +49,7 @@ _ID_LENGTH = 16
 class ModelVariant:
     """One model of the population: its resolved hyperparameters and three seeds.
 
-    `hparams` holds all hyperparameters (see `jobs._spec.HYPERPARAMETERS`, in that order) with
+    `hparams` holds all hyperparameters (see `rashomon.jobs.HYPERPARAMETERS`, in that order) with
     `hidden` resolved to a tuple of ints. It is a read-only mapping, shared by the variants of one
     configuration.
     """
@@ -124,18 +130,15 @@ def expand(job: Job) -> list[ModelVariant]:
 def iter_variants(job: Job) -> Iterator[ModelVariant]:
     """Model variants in expansion order, one at a time (same order as `expand`).
 
-    Raises UserError (on first use) when a configuration breaks a cross-field rule or two sample
-    draws give the same configuration.
+    Memory stays flat however large the population: configurations, sample draws and seeds are
+    all generated as they are reached. Raises UserError when a configuration breaks a cross-field
+    rule or two sample draws give the same configuration (when that configuration is reached).
     """
     identity_json = canonical_json(job.dataset.identity())
     extra_json = canonical_json(job.train.fixed_settings())
     seeds = job.population.seeds
     for overrides, describe in _configurations(job):
-        try:
-            resolved = job.resolve(overrides)
-        except UserError:
-            job.resolve(overrides, origin=describe())  # the same error, saying where it came from
-            raise
+        resolved = _resolve(job, overrides, describe)
         hasher = _IdHasher(identity_json, extra_json, resolved)
         hparams = MappingProxyType(resolved)
         for init_seed, order_seed, data_seed in seeds.triples():
@@ -146,6 +149,63 @@ def iter_variants(job: Job) -> Iterator[ModelVariant]:
                 data_seed,
                 hparams,
             )
+
+
+def sample_variants(job: Job, k: int) -> list[ModelVariant]:
+    """At most `k` variants spread evenly over the expansion order, without expanding the rest.
+
+    For a look at a population too large to list (``seeds: 10000000``, a 10¹² grid): the variants
+    at positions ``round_down(j·(N−1)/(k−1))`` for j = 0 … k−1 of the N in expansion order, so the
+    first and the last are always included and the positions are the same on every call. Each is
+    exactly the variant `expand` has at that position (same seeds, hyperparameters and id), but
+    built on its own in O(number of axes). All N variants when N <= k. Repeated sample draws are
+    only detected by a full expansion.
+    """
+    total = count_models(job)
+    if total <= k:
+        return expand(job)
+    if k < 1:
+        return []
+    positions = sorted({j * (total - 1) // (k - 1) for j in range(k)} if k > 1 else {0})
+    return [_variant_at(job, position) for position in positions]
+
+
+def _variant_at(job: Job, position: int) -> ModelVariant:
+    """The variant at `position` of the expansion order, by mixed-radix arithmetic."""
+    seeds, sample = job.population.seeds, job.population.sample
+    configuration, seed_index = divmod(position, seeds.count)
+    point, draw_index = divmod(configuration, max(sample.n, 1))
+    grid_values: dict[str, Any] = {}
+    for name, values in reversed(job.population.grid.axes().items()):  # the last varies fastest
+        point, value_index = divmod(point, len(values))
+        grid_values[name] = values[value_index]
+    grid_values = dict(reversed(grid_values.items()))
+    draw = _draws(job, draw_index, draw_index + 1)[0] if sample.n else {}
+    describe = functools.partial(_origin, grid_values, draw_index, draw)
+    resolved = _resolve(job, {**grid_values, **draw}, describe)
+    if seeds.paired:
+        init_seed, order_seed, data_seed = seed_index, seed_index, 0
+    else:
+        init_seed, rest = divmod(seed_index, seeds.order * seeds.data)
+        order_seed, data_seed = divmod(rest, seeds.data)
+    hasher = _IdHasher(
+        canonical_json(job.dataset.identity()), canonical_json(job.train.fixed_settings()), resolved
+    )
+    return ModelVariant(
+        hasher.finish(init_seed, order_seed, data_seed),
+        init_seed,
+        order_seed,
+        data_seed,
+        MappingProxyType(resolved),
+    )
+
+
+def _resolve(job: Job, overrides: dict[str, Any], describe: Callable[[], str]) -> dict[str, Any]:
+    try:
+        return job.resolve(overrides)
+    except UserError:
+        job.resolve(overrides, origin=describe())  # the same error, saying where it came from
+        raise
 
 
 def cohort(
@@ -170,22 +230,26 @@ def cohort(
 def _configurations(job: Job) -> Iterator[tuple[dict[str, Any], Callable[[], str]]]:
     """(overrides, where they came from) per configuration: grid points outer, draws inner.
 
-    The description is a callable, built only when a configuration turns out to be invalid.
+    The description is a callable, built only when a configuration turns out to be invalid. The
+    draws are generated afresh for each grid point, in chunks, so none of them is kept; repeats
+    are looked for during the first grid point's pass (every point has the same draws).
     """
     axes = job.population.grid.axes()
     names = list(axes)
-    draws = sample_draws(job)
-    for point in itertools.product(*axes.values()):
+    for number, point in enumerate(itertools.product(*axes.values())):
         grid_values = dict(zip(names, point, strict=True))
-        for index, draw in enumerate(draws):
+        for index, draw in enumerate(_iter_draws(job, check_repeats=number == 0)):
+            yield {**grid_values, **draw}, functools.partial(_origin, grid_values, index, draw)
 
-            def describe(grid: dict[str, Any] = grid_values, i: int = index) -> str:
-                parts = [f"population.grid point {_describe(grid)}"] if grid else []
-                if draws[i]:
-                    parts.append(f"population.sample draw {i} ({_describe(draws[i])})")
-                return " and ".join(parts)
 
-            yield {**grid_values, **draw}, describe
+def _origin(grid: Mapping[str, Any], index: int, draw: Mapping[str, Any]) -> str:
+    parts = [f"population.grid point {_describe(grid)}"] if grid else []
+    if draw:
+        parts.append(f"population.sample draw {index} ({_describe(draw)})")
+    return " and ".join(parts)
+
+
+_CHUNK = 4096  # sample draws generated at a time
 
 
 def sample_draws(job: Job) -> list[dict[str, Any]]:
@@ -196,20 +260,42 @@ def sample_draws(job: Job) -> list[dict[str, Any]]:
     Each uniform u in [0, 1) becomes: loguniform exp(log lo + u·(log hi − log lo)); uniform
     lo + u·(hi − lo); int lo + ⌊u·(hi − lo + 1)⌋ (inclusive); choice the ⌊u·len⌋-th value.
     """
+    return list(_iter_draws(job, check_repeats=True))
+
+
+def _iter_draws(job: Job, *, check_repeats: bool) -> Iterator[dict[str, Any]]:
+    """`sample_draws`, generated a chunk at a time; repeats raise UserError when reached."""
+    n = job.population.sample.n
+    if n == 0:
+        yield {}
+        return
+    distributions = job.population.sample.distributions()
+    discrete = all(dist.support_size is not None for dist in distributions.values())
+    if check_repeats and discrete:
+        _check_support(job, n, distributions)
+    first: dict[tuple[Any, ...], int] = {}
+    for start in range(0, n, _CHUNK):
+        for offset, draw in enumerate(_draws(job, start, min(start + _CHUNK, n))):
+            if check_repeats and discrete:
+                _check_repeat(job, first, start + offset, draw)
+            yield draw
+
+
+def _draws(job: Job, start: int, stop: int) -> list[dict[str, Any]]:
+    """Draws start … stop−1, without generating the ones before: each uniform consumes one 64-bit
+    output of the PCG64 stream, so ``advance(start·k)`` lands exactly on row `start`."""
     sample = job.population.sample
-    if sample.n == 0:
-        return [{}]
     distributions: dict[str, Distribution] = sample.distributions()
-    uniforms = np.random.default_rng(sample.seed).random((sample.n, len(distributions)))
+    rng = np.random.default_rng(sample.seed)
+    rng.bit_generator.advance(start * len(distributions))
+    uniforms = rng.random((stop - start, len(distributions)))
     columns = {
         name: _transform(dist, uniforms[:, column])
         for column, (name, dist) in enumerate(distributions.items())
     }
-    draws = [
+    return [
         dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)
     ]
-    _reject_repeated_draws(job, draws, distributions)
-    return draws
 
 
 def _transform(dist: Distribution, u: np.ndarray) -> list[Any]:
@@ -230,41 +316,30 @@ def _transform(dist: Distribution, u: np.ndarray) -> list[Any]:
     return np.clip(values, low, high).astype(float).tolist()
 
 
-def _reject_repeated_draws(
-    job: Job, draws: list[dict[str, Any]], distributions: Mapping[str, Distribution]
-) -> None:
-    """Two equal draws would train identical models under one id; say so instead.
-
-    Only discrete distributions repeat in practice (a float draw collides with probability
-    ~2⁻⁵³), so draws are compared only when every sampled hyperparameter is discrete.
-    """
-    if any(dist.kind in ("uniform", "loguniform") for dist in distributions.values()):
-        return
-    source = job.source
-    possible = math.prod(_support_size(dist) for dist in distributions.values())
-    if len(draws) > possible:
+def _check_support(job: Job, n: int, distributions: Mapping[str, Distribution]) -> None:
+    """Two equal draws would train identical models under one id; more draws than discrete
+    configurations must repeat. (A float draw repeats with probability ~2⁻⁵³, so only samples
+    whose every hyperparameter is discrete are checked.)"""
+    possible = math.prod(dist.support_size or 0 for dist in distributions.values())
+    if n > possible:
         raise UserError(
-            f"{source}: population.sample.n: {len(draws)} draws from only {possible} possible "
+            f"{job.source}: population.sample.n: {n} draws from only {possible} possible "
             "configurations must repeat; list discrete values in population.grid instead"
         )
-    first: dict[tuple[Any, ...], int] = {}
-    for index, draw in enumerate(draws):
-        key = tuple(draw.values())
-        if key in first:
-            raise UserError(
-                f"{source}: population.sample: draws {first[key]} and {index} are the same "
-                f"configuration ({_describe(draw)}), which would train the same models twice; "
-                "list discrete values in population.grid instead, or change n or seed"
-            )
-        first[key] = index
 
 
-def _support_size(dist: Distribution) -> int:
-    if dist.kind == "int":
-        low, high = dist.args
-        return high - low + 1
-    return len(dist.args)
+def _check_repeat(
+    job: Job, first: dict[tuple[Any, ...], int], index: int, draw: Mapping[str, Any]
+) -> None:
+    key = tuple(draw.values())
+    if key in first:
+        raise UserError(
+            f"{job.source}: population.sample: draws {first[key]} and {index} are the same "
+            f"configuration ({_describe(draw)}), which would train the same models twice; "
+            "list discrete values in population.grid instead, or change n or seed"
+        )
+    first[key] = index
 
 
 def _describe(values: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k}={_show(v)}" for k, v in values.items())
+    return ", ".join(f"{k}={show(v)}" for k, v in values.items())

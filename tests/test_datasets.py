@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
+from rashomon.jobs import parse_job
 from rashomon.jobs._datasets import (
     PREPROCESSING_VERSION,
     DatasetInfo,
@@ -35,8 +37,11 @@ def prepare(
     test: float = 0.2,
     seed: int = 0,
     base_dir: Path | None = None,
+    missing_values: tuple[str, ...] = (),
 ) -> PreparedDataset:
-    return prepare_dataset(str(source), target, groups, exclude, val, test, seed, base_dir)
+    return prepare_dataset(
+        str(source), target, groups, exclude, val, test, seed, base_dir, missing_values
+    )
 
 
 def column(ds: PreparedDataset, name: str) -> np.ndarray:
@@ -389,3 +394,133 @@ def test_compas_groups() -> None:
     assert sorted(ds.groups["sex"].unique()) == ["Female", "Male"]
     assert "African-American" in set(ds.groups["race"])
     assert "race=Caucasian" in ds.feature_names  # groups stay features unless excluded
+
+
+# --- data that looks wrong -----------------------------------------------------------------------
+
+
+def junk_frame(numbers: int, odd: list[str], **extra: list) -> dict:
+    """A text column 'age' of `numbers` distinct numbers plus the `odd` cells, and a label."""
+    age = [str(20 + i) for i in range(numbers)] + odd
+    return {"age": age, "y": [0, 1] * (len(age) // 2) + [0] * (len(age) % 2), **extra}
+
+
+def test_a_numeric_column_with_junk_cells_is_refused_naming_them(tmp_path: Path) -> None:
+    path = write_csv(tmp_path, junk_frame(100, ["?", "?", "n/a ", "\x1b[2J"], z=list(range(104))))
+    with pytest.raises(UserError) as caught:
+        prepare(path)
+    message = str(caught.value)
+    assert message == (
+        f"dataset.source: column 'age' of {path} holds numbers but 4 of its 104 cells are not "
+        r"numbers ('?', 'n/a ', '\x1b[2J'); clean them, list them in dataset.missing_values to "
+        "read them as missing, or list 'age' in dataset.exclude"
+    )
+    assert prepare(path, exclude=("age",)).n_examples == 104  # the suggested fix works
+
+
+@pytest.mark.parametrize(
+    ("numbers", "odd", "refused"),
+    [
+        (90, 10, True),  # exactly 90% numbers
+        (90, 11, False),  # just under 90%: text with some numbers, one-hot
+        (21, 1, True),  # more than 20 distinct numbers
+        (20, 1, False),  # codes with few values (1, 2, 3, A) stay categorical
+        (50, 0, False),  # numbers as text, nothing odd: the file says text
+    ],
+)
+def test_the_junk_rule_boundaries(tmp_path: Path, numbers: int, odd: int, refused: bool) -> None:
+    frame = pd.DataFrame(junk_frame(numbers, ["?"] * odd)).astype({"age": "string"})
+    path = tmp_path / "junk.parquet"  # Parquet keeps the text column text, even when all digits
+    frame.to_parquet(path)
+    if refused:
+        with pytest.raises(UserError, match=rf"'age'.*but {odd} of its {numbers + odd} cells"):
+            prepare(path)
+    else:
+        ds = prepare(path)
+        assert all(name.startswith("age=") for name in ds.feature_names)
+
+
+def test_missing_values_read_junk_as_missing_exactly_like_empty_cells(tmp_path: Path) -> None:
+    odd = ["?", " n/a", "-999", "-999"]
+    marked = write_csv(tmp_path, junk_frame(100, odd, w=[1.5, -999.0] * 52), "marked.csv")
+    empty = write_csv(
+        tmp_path, junk_frame(100, [""] * 4, w=[1.5, None] * 52), "empty.csv"
+    )  # the same file with empty cells
+    ds = prepare(marked, missing_values=("?", "n/a ", "-999"))
+    reference = prepare(empty)
+    assert ds.feature_names == reference.feature_names == ("age", "age__missing", "w__missing")
+    np.testing.assert_array_equal(ds.features, reference.features)
+    np.testing.assert_array_equal(ds.split, reference.split)
+
+
+def test_missing_values_in_the_label_are_missing_labels(tmp_path: Path) -> None:
+    path = write_csv(tmp_path, {"x": range(10), "y": ["a", "b", "?"] + ["a", "b"] * 3 + ["?"]})
+    assert prepare(path).classes == ("?", "a", "b")
+    with pytest.raises(UserError, match=r"2 rows .* no value in the target column 'y'"):
+        prepare(path, missing_values=("?",))
+
+
+def test_missing_values_through_the_job_keep_ids_of_jobs_without_them() -> None:
+    plain = parse_job({"name": "j", "dataset": {"source": "adult"}}, "j.yaml")
+    marked = parse_job(
+        {"name": "j", "dataset": {"source": "adult", "missing_values": ["?", "n/a"]}}, "j.yaml"
+    )
+    assert "missing_values" not in plain.model_dump()["dataset"]  # older jobs hash the same
+    assert "missing_values" not in plain.dataset.identity()
+    assert marked.dataset.identity()["missing_values"] == ["?", "n/a"]
+    assert marked.job_hash != plain.job_hash
+    assert parse_job(yaml.safe_load(marked.to_yaml()), "j.yaml").job_hash == marked.job_hash
+    with pytest.raises(UserError, match=r"dataset.missing_values: '\?' is listed twice"):
+        parse_job({"name": "j", "dataset": {"source": "adult", "missing_values": ["?", "?"]}}, "j")
+
+
+@pytest.mark.parametrize(
+    ("labels", "refused"),
+    [
+        ([0.5 + i for i in range(21)] * 5, True),  # 21 non-integer values
+        ([0.5 + i for i in range(20)] * 5, False),  # 20: half-point ratings are classes
+        (list(range(10)) * 10 + list(range(100, 111)), True),  # 11 of 21 values on one row
+        (list(range(11)) * 10 + list(range(100, 110)), False),  # 10 of 21 on one row
+    ],
+    ids=["21-floats", "20-floats", "11-singletons", "10-singletons"],
+)
+def test_a_continuous_label_is_called_a_regression_target(
+    tmp_path: Path, labels: list, refused: bool
+) -> None:
+    path = write_csv(tmp_path, {"x": range(len(labels)), "price": labels})
+    if refused:
+        with pytest.raises(UserError) as caught:
+            prepare(path, target="price")
+        assert str(caught.value).startswith(
+            f"dataset.target: column 'price' of {path} looks like a regression target (21 "
+            "distinct values, "
+        )
+        assert "rashomon trains classifiers" in str(caught.value)
+    else:
+        assert prepare(path, target="price").n_classes == len(set(labels))
+
+
+def test_a_float_price_label_says_regression_not_empty_split(tmp_path: Path) -> None:
+    prices = np.round(np.random.default_rng(0).lognormal(10, 1, 500), 2)
+    path = write_csv(tmp_path, {"rooms": np.arange(500) % 7, "price": prices})
+    with pytest.raises(
+        UserError,
+        match=r"looks like a regression target \(500 distinct values, "
+        r"not all integers; e\.g\. ",
+    ):
+        prepare(path, target="price")
+
+
+def test_paths_and_column_names_from_data_are_escaped_in_messages(tmp_path: Path) -> None:
+    with pytest.raises(UserError) as caught:
+        prepare(tmp_path / "a\x1b[2Jb.csv")
+    assert "\x1b" not in str(caught.value) and r"a\x1b[2Jb.csv does not exist" in str(caught.value)
+    path = write_csv(tmp_path, {"x\x1b[31m": range(10), "y": [0, 1] * 5})
+    with pytest.raises(UserError) as caught:
+        prepare(path, target="label")
+    assert "\x1b" not in str(caught.value) and r"its columns are: x\x1b[31m, y" in str(caught.value)
+
+
+def test_a_file_name_too_long_for_the_file_system_is_one_error(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"dataset.source: cannot use .*: File name too long"):
+        prepare(tmp_path / ("a" * 5000 + ".csv"))

@@ -9,9 +9,10 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
-from rashomon.jobs._errors import UserError
+from rashomon.jobs import HYPERPARAMETERS, Job, UserError, load_job, parse_job
 from rashomon.jobs._expand import (
     ModelVariant,
     cohort,
@@ -20,8 +21,9 @@ from rashomon.jobs._expand import (
     iter_variants,
     model_id,
     sample_draws,
+    sample_variants,
 )
-from rashomon.jobs._spec import HYPERPARAMETERS, Job, canonical_json, load_job, parse_job
+from rashomon.jobs._text import canonical_json
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
 
@@ -134,6 +136,90 @@ def test_count_models_of_a_million_models_is_arithmetic_and_iteration_lazy() -> 
     tracemalloc.stop()
     assert peak < 20 * 2**20  # a million materialised variants would take hundreds of MB
     assert first[-1].init_seed == 0 and first[-1].order_seed == 99 and first[-1].data_seed == 9
+
+
+def test_iteration_over_a_huge_sample_is_lazy() -> None:
+    """10¹² sample draws: the first variants come without generating (or storing) the rest."""
+    job = job_of(population={"seeds": 2, "sample": {"n": 10**12, "lr": {"uniform": [0.01, 0.1]}}})
+    tracemalloc.start()
+    first = list(itertools.islice(iter_variants(job), 10_000))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 20 * 2**20
+    uniforms = np.random.default_rng(0).random(5000)
+    assert [v.hparams["lr"] for v in first[::2]] == list(0.01 + uniforms * (0.1 - 0.01))
+
+
+@pytest.mark.parametrize(
+    "population",
+    [
+        {"seeds": {"init": 3, "order": 2, "data": 5}},
+        {"seeds": 7, "grid": {"lr": [0.1, 0.2, 0.3], "hidden": [[8], [8, 8]], "epochs": [1, 2]}},
+        {
+            "seeds": {"init": 2, "data": 3},
+            "grid": {"dropout": [0.0, 0.5], "lr": [0.1, 0.01, 0.001]},
+            "sample": {"n": 5, "weight_decay": {"loguniform": [1e-5, 1e-2]}},
+        },
+    ],
+)
+@pytest.mark.parametrize("k", [1, 2, 7, 13])
+def test_sample_variants_are_the_expansion_at_evenly_spread_positions(
+    population: dict[str, Any], k: int
+) -> None:
+    job = job_of(population=population)
+    variants = expand(job)
+    n = len(variants)
+    positions = [0] if k == 1 else sorted({round_down(j * (n - 1), k - 1) for j in range(k)})
+    assert sample_variants(job, k) == [variants[p] for p in positions]
+    assert sample_variants(job, n) == sample_variants(job, n + 5) == variants
+    assert sample_variants(job, 0) == []
+
+
+def round_down(numerator: int, denominator: int) -> int:
+    return numerator // denominator
+
+
+def test_sample_variants_of_a_huge_population_without_expanding_it() -> None:
+    """10⁷ seeds × a 10¹² grid × 10⁹ draws: each variant is found from its position alone."""
+    grid: dict[str, list[Any]] = {
+        "batch_size": list(range(1, 1001)),
+        "dropout": [0.0009 * i for i in range(1000)],
+        "lr": [0.001 * (i + 1) for i in range(1000)],
+        "momentum": [0.0009 * i for i in range(1000)],
+    }  # axes in sorted order: the last varies fastest
+    sample = {"n": 10**9, "seed": 3, "weight_decay": {"uniform": [0.0, 0.1]}}
+    job = job_of(population={"seeds": 10**7, "grid": grid, "sample": sample})
+    total = count_models(job)
+    assert total == 10**12 * 10**9 * 10**7
+    tracemalloc.start()
+    variants = sample_variants(job, 3)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 20 * 2**20
+    assert variants[0] == next(iter_variants(job))
+    for variant, position in zip(variants, [0, (total - 1) // 2, total - 1], strict=True):
+        configuration, seed = divmod(position, 10**7)
+        point, draw = divmod(configuration, 10**9)
+        digits = [(point // 1000**power) % 1000 for power in (3, 2, 1, 0)]
+        assert {name: variant.hparams[name] for name in grid} == {
+            name: values[digit] for (name, values), digit in zip(grid.items(), digits, strict=True)
+        }
+        rng = np.random.default_rng(3)
+        rng.bit_generator.advance(draw)  # one 64-bit output per uniform
+        assert variant.hparams["weight_decay"] == 0.1 * rng.random()
+        assert (variant.init_seed, variant.order_seed, variant.data_seed) == (seed, seed, 0)
+        assert variant.model_id == model_id(
+            job.dataset.identity(), variant.hparams, job.train.fixed_settings(), seed, seed, 0
+        )
+
+
+def test_draws_are_rows_of_one_uniform_matrix_across_chunks() -> None:
+    """Draws are generated a chunk at a time; they are still the rows of one (n, k) matrix."""
+    dists = {"lr": {"uniform": [0.5, 1.0]}, "dropout": {"uniform": [0.0, 0.5]}}
+    draws = sample_draws(sampled(10_000, seed=11, **dists))
+    matrix = np.random.default_rng(11).random((10_000, 2))  # columns in sorted name order
+    assert [d["dropout"] for d in draws] == list(0.5 * matrix[:, 0])
+    assert [d["lr"] for d in draws] == list(0.5 + matrix[:, 1] * 0.5)
 
 
 # --- sample draws ------------------------------------------------------------------------------

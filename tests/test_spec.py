@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from rashomon.jobs._errors import UserError
-from rashomon.jobs._spec import HYPERPARAMETERS, Job, ModelConfig, TrainConfig, load_job, parse_job
+from rashomon.jobs import HYPERPARAMETERS, Job, UserError, load_job, parse_job
+from rashomon.jobs._sections import ModelConfig, TrainConfig
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
 
@@ -93,7 +93,7 @@ def test_defaults() -> None:
     assert job.dataset.groups == job.dataset.exclude == ()
     assert job.dataset.split.model_dump() == {"val": 0.2, "test": 0.2, "seed": 0}
     assert (job.model.family, job.model.activation, job.model.dropout) == ("mlp", "relu", 0.0)
-    assert job.model.hidden is None and job.model.resolved_hidden == (64,)
+    assert job.model.hidden is None and job.resolve({})["hidden"] == (64,)
     assert job.train == TrainConfig(
         epochs=20,
         batch_size=256,
@@ -123,8 +123,7 @@ def test_defaults() -> None:
 
 def test_logistic_defaults_to_no_hidden_layers() -> None:
     job = parse(minimal(model={"family": "logistic"}))
-    assert job.model.resolved_hidden == ()
-    assert job.resolve({})["hidden"] == ()
+    assert job.model.hidden is None and job.resolve({})["hidden"] == ()
 
 
 def test_yaml_floats_without_a_dot(tmp_path: Path) -> None:

@@ -1,0 +1,434 @@
+"""The sections of a job (dataset, model, train, population, flatness, resources, output) and Job.
+
+Every section forbids unknown keys and types its values strictly (see ``_base``); the values a
+population may vary, and the rules between them, come from the search space (``_space``), so a
+base setting and a grid value of it are judged alike. :meth:`Job.resolve` applies one
+configuration's overrides to the base config; it is the one place a configuration is checked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import annotated_types as at
+import yaml
+from pydantic import (
+    AllowInfNan,
+    Field,
+    PlainValidator,
+    PrivateAttr,
+    Strict,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+
+from rashomon.jobs._base import (
+    MAX_INT,
+    NonEmptyStr,
+    NonNegativeInt,
+    Positive,
+    PositiveInt,
+    Section,
+    UnitHalfOpen,
+    UnitOpen,
+    reject_duplicates,
+)
+from rashomon.jobs._datasets import SPLITS, builtin_target
+from rashomon.jobs._errors import UserError
+from rashomon.jobs._messages import ConfigError, describe, unknown_hyperparameter_hint
+from rashomon.jobs._space import (
+    DEFAULT_HIDDEN,
+    HYPERPARAMETERS,
+    Activation,
+    BatchSize,
+    Dropout,
+    Epochs,
+    Family,
+    Grid,
+    Hidden,
+    LearningRate,
+    Momentum,
+    Nesterov,
+    Optimizer,
+    Sample,
+    Schedule,
+    Search,
+    WeightDecay,
+    hidden_rule,
+    hyperparameter_adapter,
+    nesterov_rule,
+)
+from rashomon.jobs._text import canonical_json, join_path, show
+
+__all__ = [
+    "FLATNESS_COLUMNS",
+    "DatasetConfig",
+    "FlatnessConfig",
+    "Job",
+    "ModelConfig",
+    "OutputConfig",
+    "Population",
+    "ResourcesConfig",
+    "Seeds",
+    "SplitConfig",
+    "TrainConfig",
+]
+
+
+class SplitConfig(Section):
+    """One fixed stratified train/val/test split shared by the whole population."""
+
+    val: UnitOpen = 0.2
+    test: Annotated[UnitOpen, Field(validate_default=True)] = 0.2
+    seed: NonNegativeInt = 0
+
+    @field_validator("test")
+    @classmethod
+    def _leave_training_data(cls, test: float, info: ValidationInfo) -> float:
+        val = info.data.get("val")
+        if val is not None and val + test >= 1:
+            raise ValueError(
+                f"val + test must be < 1 to leave training data (got {val!r} + {test!r})"
+            )
+        return test
+
+
+class DatasetConfig(Section):
+    """Which data to learn from; `groups` only label examples for subgroup analysis, and
+    `missing_values` are more ways the file writes an empty cell ("?", "n/a")."""
+
+    source: NonEmptyStr
+    target: NonEmptyStr | None = None
+    groups: tuple[NonEmptyStr, ...] = ()
+    exclude: tuple[NonEmptyStr, ...] = ()
+    split: SplitConfig = SplitConfig()
+    missing_values: tuple[NonEmptyStr, ...] = ()
+
+    @field_validator("groups", "exclude", "missing_values")
+    @classmethod
+    def _no_repeats(cls, columns: tuple[str, ...]) -> tuple[str, ...]:
+        reject_duplicates(columns)
+        return columns
+
+    @field_validator("exclude")
+    @classmethod
+    def _keep_target(cls, exclude: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        target = info.data.get("target")
+        if target is not None and target in exclude:
+            raise ValueError(f"the target column {target!r} cannot be excluded")
+        return exclude
+
+    def identity(self) -> dict[str, Any]:
+        """What determines the training data, for model ids; `groups` is not part of it.
+
+        A built-in's target is filled in, so omitting it and naming it give the same ids.
+        """
+        identity = {
+            "source": self.source,
+            "target": self.target or builtin_target(self.source),
+            "exclude": sorted(self.exclude),
+            "split": self.split.model_dump(mode="json"),
+        }
+        if self.missing_values:  # absent when unused: the ids of earlier jobs stay the same
+            identity["missing_values"] = sorted(self.missing_values)
+        return identity
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> Any:
+        # Unused, missing_values is left out, so jobs written before it existed keep their hash.
+        dumped = handler(self)
+        if isinstance(dumped, dict) and not dumped.get("missing_values", True):
+            del dumped["missing_values"]
+        return dumped
+
+
+class ModelConfig(Section):
+    """The network. ``hidden: null`` (the default) means the family's default layers."""
+
+    family: Family = "mlp"
+    hidden: Hidden | None = None
+    activation: Activation = "relu"
+    dropout: Dropout = 0.0
+
+    @field_validator("hidden")
+    @classmethod
+    def _fits_family(
+        cls, hidden: tuple[int, ...] | None, info: ValidationInfo
+    ) -> tuple[int, ...] | None:
+        family = info.data.get("family")
+        if family is not None and (problem := hidden_rule(family, hidden)):
+            raise ValueError(problem)
+        return hidden
+
+
+class TrainConfig(Section):
+    """Optimisation settings; `betas`/`eps` only affect adam(w), `momentum`/`nesterov` only sgd."""
+
+    epochs: Epochs = 20
+    batch_size: BatchSize = 256
+    optimizer: Optimizer = "sgd"
+    lr: LearningRate = 0.1
+    momentum: Momentum = 0.9
+    nesterov: Nesterov = False
+    betas: tuple[UnitHalfOpen, UnitHalfOpen] = (0.9, 0.999)
+    eps: Annotated[float, Strict(), AllowInfNan(False), at.Gt(0)] = 1.0e-8
+    weight_decay: WeightDecay = 0.0
+    schedule: Schedule = "constant"
+    dtype: Literal["float32", "float64"] = "float32"
+
+    @field_validator("nesterov")
+    @classmethod
+    def _needs_sgd_momentum(cls, nesterov: bool, info: ValidationInfo) -> bool:
+        optimizer, momentum = info.data.get("optimizer"), info.data.get("momentum")
+        if None not in (optimizer, momentum) and (
+            problem := nesterov_rule(nesterov, optimizer, momentum)
+        ):
+            raise ValueError(problem)
+        return nesterov
+
+    def fixed_settings(self) -> dict[str, Any]:
+        """Settings that change results but are not hyperparameters (part of every model id)."""
+        return {"betas": list(self.betas), "eps": self.eps, "dtype": self.dtype}
+
+
+class Seeds(Section):
+    """The seed axes. A mapping is a full factorial; a bare integer N pairs init = order = i.
+
+    Read `count` and `triples()` rather than the fields: for a bare N the fields hold
+    (N, N, 1) but the models are the N pairs (i, i, 0), not N² combinations.
+    """
+
+    init: PositiveInt = 1
+    order: PositiveInt = 1
+    data: PositiveInt = 1
+    _paired: bool = PrivateAttr(default=False)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _bare_count(cls, data: Any, handler: Any) -> Seeds:
+        if isinstance(data, bool) or not isinstance(data, int | Mapping | Seeds):
+            raise ValueError(
+                "expected a number of seeds (seeds: 100) or a mapping "
+                f"{{init: 10, order: 10, data: 1}}, got {show(data)}"
+            )
+        if isinstance(data, int):
+            if data < 1:
+                raise ValueError(f"the number of seeds must be >= 1 (got {data})")
+            if data > MAX_INT:
+                raise ValueError(f"the number of seeds must be <= {MAX_INT} (got {show(data)})")
+            seeds = handler({"init": data, "order": data, "data": 1})
+            seeds._paired = True
+            return seeds
+        return handler(data)
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> Any:
+        # A bare count dumps back to a bare count, so the dump round-trips and hashes apart from
+        # the factorial {init: N, order: N, data: 1}.
+        return self.init if self._paired else handler(self)
+
+    @property
+    def paired(self) -> bool:
+        """True for a bare count N: models (i, i, 0) for i < N."""
+        return self._paired
+
+    @property
+    def count(self) -> int:
+        """Seed triples per configuration."""
+        return self.init if self._paired else self.init * self.order * self.data
+
+    def triples(self) -> Iterator[tuple[int, int, int]]:
+        """(init, order, data) seeds in expansion order: init outermost, data innermost."""
+        if self._paired:
+            return ((i, i, 0) for i in range(self.init))
+        return itertools.product(range(self.init), range(self.order), range(self.data))
+
+
+class Population(Section):
+    """Which models to train: configurations (grid × sample draws) × seed triples."""
+
+    seeds: Seeds = Seeds(init=10, order=10, data=1)
+    grid: Grid = Grid()  # type: ignore[valid-type]
+    sample: Sample = Sample()  # type: ignore[valid-type]
+
+    @model_validator(mode="after")
+    def _one_source_per_hyperparameter(self) -> Population:
+        both = sorted(set(self.grid.axes()) & set(self.sample.distributions()))
+        if both:
+            name = both[0]
+            raise ValueError(
+                f"{name!r} is in both population.grid.{name} and population.sample.{name}; "
+                "vary it in one of them"
+            )
+        return self
+
+    @property
+    def configurations(self) -> int:
+        """Distinct hyperparameter configurations: grid points × sample draws."""
+        return self.grid.size * max(self.sample.n, 1)
+
+    @property
+    def size(self) -> int:
+        """Number of models."""
+        return self.configurations * self.seeds.count
+
+
+#: The flat-minima statistics of SPEC §8: one models-table column each, in this order.
+FLATNESS_COLUMNS = [
+    "grad_norm",
+    "hessian_trace",
+    "hessian_trace_se",
+    "hessian_top_eig",
+    "hessian_trace_adaptive",
+    "fisher_trace",
+    "sam_sharpness",
+    "asam_sharpness",
+    "avg_sharpness",
+    "weight_norm",
+    "dist_from_init",
+]
+
+
+class FlatnessConfig(Section):
+    """Flat-minima statistics (SPEC §8): how they are estimated, or ``enabled: false``.
+
+    The probe counts are SPEC §8's; the curvature set is 512 training examples rather than 2,048,
+    which keeps the statistics near a fifth of the training time of the reference workload
+    (README, Performance). Every setting can be changed per job or afterwards with
+    ``rashomon flatness DIR --set key=value``.
+    """
+
+    enabled: Annotated[bool, Strict()] = True
+    curvature_examples: PositiveInt = 512
+    trace_probes: Annotated[int, Strict(), at.Ge(2)] = 64
+    adaptive_probes: Annotated[int, Strict(), at.Ge(2)] = 32
+    eig_iterations: PositiveInt = 30
+    eig_tolerance: Positive = 1e-3
+    sam_rho: Positive = 0.05
+    asam_rho: Positive = 0.5
+    asam_eta: Annotated[float, Strict(), AllowInfNan(False), at.Ge(0)] = 0.01
+    avg_sigma: Positive = 0.05
+    avg_samples: PositiveInt = 16
+    seed: NonNegativeInt = 0
+
+
+def _pack_size(value: Any) -> int | Literal["auto"]:
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return value
+    raise ValueError(f"expected 'auto' or an integer >= 1, got {show(value)}")
+
+
+class ResourcesConfig(Section):
+    """What each Ray worker asks for, and an optional cap on models per batched pack."""
+
+    cpus_per_worker: Annotated[float, Strict(), AllowInfNan(False), at.Gt(0)] = 1.0
+    gpus_per_worker: Annotated[float, Strict(), AllowInfNan(False), at.Ge(0)] = 0.0
+    models_per_pack: Annotated[int | Literal["auto"], PlainValidator(_pack_size)] = "auto"
+
+
+class OutputConfig(Section):
+    """What to store besides the per-model table."""
+
+    predictions: tuple[Literal[SPLITS], ...] = ("val", "test")
+    weights: Annotated[bool, Strict()] = True
+
+    @field_validator("predictions")
+    @classmethod
+    def _canonical(cls, splits: tuple[str, ...]) -> tuple[str, ...]:
+        # One spelling per meaning, so [test, val] and [val, test] hash alike.
+        reject_duplicates(splits)
+        return tuple(s for s in SPLITS if s in splits)
+
+
+_NAME = re.compile(r"[A-Za-z0-9_.-]{1,200}")  # file systems allow 255 bytes per name
+
+
+class Job(Section):
+    """A validated job. Build it with :func:`load_job` or :func:`parse_job`."""
+
+    name: str
+    dataset: DatasetConfig
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    population: Population = Population()
+    flatness: FlatnessConfig = FlatnessConfig()
+    resources: ResourcesConfig = ResourcesConfig()
+    output: OutputConfig = OutputConfig()
+    search: Search = Search()  # type: ignore[valid-type]
+
+    _source: str = PrivateAttr(default="<job>")
+    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _folder_name(cls, name: Any) -> str:
+        if not isinstance(name, str):
+            raise ValueError(f"expected a string, got {show(name)}")
+        if not _NAME.fullmatch(name) or set(name) == {"."}:
+            raise ValueError(
+                "must be letters, digits, '_', '.' or '-', at most 200 (it becomes a folder "
+                f"name), got {show(name)}"
+            )
+        return name
+
+    @property
+    def source(self) -> str:
+        """Where the job came from (its file name), used to prefix error messages."""
+        return self._source
+
+    @property
+    def base_dir(self) -> Path:
+        """Folder of the job file: relative dataset paths are relative to it."""
+        return self._base_dir
+
+    @property
+    def job_hash(self) -> str:
+        """sha256 of the resolved job; any change to any field changes it."""
+        return hashlib.sha256(canonical_json(self.model_dump(mode="json")).encode()).hexdigest()
+
+    def to_yaml(self) -> str:
+        """The resolved job (every default filled in) as YAML that `parse_job` reads back."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+    def resolve(self, overrides: Mapping[str, Any], *, origin: str | None = None) -> dict[str, Any]:
+        """All hyperparameters of the base config with `overrides` applied, validated.
+
+        Returns the values in :data:`HYPERPARAMETERS` order with `hidden` resolved to a tuple.
+        Raises UserError naming `origin` (where the overrides came from, e.g. a grid point) when a
+        value is invalid or the combination breaks a cross-field rule (nesterov needs sgd, ...).
+        """
+        values = {
+            name: getattr(getattr(self, hp.section), name) for name, hp in HYPERPARAMETERS.items()
+        }
+        try:
+            for name, value in overrides.items():
+                if name not in HYPERPARAMETERS:
+                    raise ConfigError(name, unknown_hyperparameter_hint(name))
+                try:
+                    values[name] = hyperparameter_adapter(name).validate_python(value)
+                except ValidationError as exc:
+                    error = exc.errors(include_url=False)[0]
+                    path = join_path((HYPERPARAMETERS[name].section, name, *error["loc"]))
+                    raise ConfigError(path, describe(error)) from None
+            if problem := hidden_rule(values["family"], values["hidden"]):
+                raise ConfigError("model.hidden", problem)
+            if problem := nesterov_rule(
+                values["nesterov"], values["optimizer"], values["momentum"]
+            ):
+                raise ConfigError("train.nesterov", problem)
+        except ConfigError as exc:
+            where = origin or "configuration " + ", ".join(
+                f"{k}={show(v)}" for k, v in overrides.items()
+            )
+            raise UserError(f"{self._source}: {where}: {exc.path}: {exc.message}") from None
+        if values["hidden"] is None:
+            values["hidden"] = DEFAULT_HIDDEN[values["family"]]
+        return values
