@@ -122,6 +122,27 @@ def test_top_eigenvalue_of_a_larger_relu_model_within_one_percent():
         assert found["hessian_top_eig"][model] == pytest.approx(exact, rel=1e-2)
 
 
+def test_top_eigenvalue_within_one_percent_when_the_top_two_are_close():
+    """Logistic regressions on inputs whose second moments have two close eigenvalues on top of
+    a decaying spectrum. Stopping when the top Ritz value no longer moves stalled next to the
+    second eigenvalue here (−4.4% and −2.3%); the residual bound does not stop there."""
+    n, d = 400, 40
+    rng = np.random.default_rng(4)
+    orthonormal = np.linalg.qr(np.c_[np.ones(n), rng.normal(size=(n, d))])[0][:, 1:] * n**0.5
+    spectrum = np.r_[2.92, 2.81, 1.9 * np.exp(-np.arange(d - 2) / 6)]
+    rotation = np.linalg.qr(rng.normal(size=(d, d)))[0]
+    inputs = torch.tensor(orthonormal * spectrum**0.5 @ rotation.T)
+    labels = torch.tensor(rng.integers(0, 2, n))
+    arch = Architecture(d, (), 2, "relu")
+    params = init_parameters(arch, range(8), torch.float64, torch.device("cpu"))
+    found = flatness_statistics(arch, params, params, inputs, labels, settings())
+    for model in range(8):
+        eigenvalues = torch.linalg.eigvalsh(exact_hessian(params, model, inputs, labels, arch))
+        top, second = float(eigenvalues[-1]), float(eigenvalues[-2])
+        assert second > 0.87 * top
+        assert found["hessian_top_eig"][model] == pytest.approx(top, rel=1e-2), (top, second)
+
+
 def test_fisher_trace_is_exact(pack, statistics):
     params, _, inputs, labels = pack
     for model in range(N_MODELS):
