@@ -52,7 +52,7 @@ FLATNESS = FlatnessSettings(
     asam_rho=0.5,
     asam_eta=0.01,
     avg_sigma=0.05,
-    avg_samples=4,
+    avg_pairs=2,
     seed=0,
 )
 

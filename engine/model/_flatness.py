@@ -43,7 +43,7 @@ class FlatnessSettings:
     asam_rho: float
     asam_eta: float
     avg_sigma: float
-    avg_samples: int
+    avg_pairs: int
     seed: int
     max_elements: int = 1 << 25  # activations held at once by one batched evaluation
 
@@ -89,7 +89,7 @@ def flatness_statistics(
         "fisher_trace": problem.fisher_trace(),
         "sam_sharpness": problem.ascent_loss(gradient, ones, settings.sam_rho) - loss,
         "asam_sharpness": problem.ascent_loss(gradient, asam_scale, settings.asam_rho) - loss,
-        "avg_sharpness": problem.noisy_losses().mean(dim=0) - loss,
+        "avg_sharpness": problem.antithetic_losses().mean(dim=0) - loss,
         "weight_norm": _norm(params),
         "dist_from_init": _norm([p - q for p, q in zip(params, initial, strict=True)]),
     }
@@ -227,31 +227,38 @@ class _Problem:
         with torch.no_grad():
             return self.losses(moved)
 
-    def noisy_losses(self) -> torch.Tensor:
-        """L(w + δ) for δ ~ N(0, σ² diag(w²)), (samples, M): the same normal draws per model."""
+    def antithetic_losses(self) -> torch.Tensor:
+        """(L(w + δ) + L(w − δ)) / 2 for δ ~ N(0, σ² diag(w²)), (pairs, M), the same normal
+        draws for every model. The pair cancels the first-order term gᵀδ, which is zero on
+        average but dominates single draws: with it, 16 samples were mostly noise."""
         settings = self.settings
         gen = _random.generator(PROBES, settings.seed, 3)
         noise = [
-            torch.randn(
-                (settings.avg_samples, *p.shape[1:]), generator=gen, dtype=torch.float64
-            ).to(p)
+            torch.randn((settings.avg_pairs, *p.shape[1:]), generator=gen, dtype=torch.float64)
+            .to(p)
+            .mul_(settings.avg_sigma)
             for p in self.params
         ]
-        per_sample = max(1, settings.max_elements // self._elements_per_probe())
+        signs = torch.tensor([1.0, -1.0], dtype=self.params[0].dtype, device=noise[0].device)
+        per_chunk = max(1, settings.max_elements // (2 * self._elements_per_probe()))
         losses = []
         with torch.no_grad():
-            for start in range(0, settings.avg_samples, per_sample):
-                eps = [e[start : start + per_sample] for e in noise]
-                count = len(eps[0])
-                moved = [
-                    (p.unsqueeze(0) * (1 + settings.avg_sigma * e.unsqueeze(1))).flatten(0, 1)
-                    for p, e in zip(self.params, eps, strict=True)
+            for start in range(0, settings.avg_pairs, per_chunk):
+                count = min(per_chunk, settings.avg_pairs - start)
+                moved = [  # (±, pair, model, ...) flattened into one batch of models
+                    (p * (1 + _per_pair(signs, e[start : start + count]))).flatten(0, 2)
+                    for p, e in zip(self.params, noise, strict=True)
                 ]
-                losses.append(self.losses(moved).view(count, self.n_models))
+                losses.append(self.losses(moved).view(2, count, self.n_models).mean(dim=0))
         return torch.cat(losses)
 
     def _elements_per_probe(self) -> int:
         return self.n_models * len(self.inputs) * max(self.arch.widths)
+
+
+def _per_pair(signs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """±ε laid out (2, pairs, 1, ...) to broadcast over a stacked parameter (M, ...)."""
+    return (signs.view(2, 1, *([1] * (noise.dim() - 1))) * noise.unsqueeze(0)).unsqueeze(2)
 
 
 def _forward_over_reverse(function: Callable, params: Parameters, vector: Parameters) -> Parameters:
