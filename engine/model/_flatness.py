@@ -230,7 +230,7 @@ class _Problem:
     def antithetic_losses(self) -> torch.Tensor:
         """(L(w + δ) + L(w − δ)) / 2 for δ ~ N(0, σ² diag(w²)), (pairs, M), the same normal
         draws for every model. The pair cancels the first-order term gᵀδ, which is zero on
-        average but dominates single draws: with it, 16 samples were mostly noise."""
+        average but dominates single draws (16 plain draws were mostly noise)."""
         settings = self.settings
         gen = _random.generator(PROBES, settings.seed, 3)
         noise = [
