@@ -11,7 +11,11 @@ measures work in a notebook without the engine::
 
 from rashomon.analysis._analyze import Analysis, analyze, format_table
 from rashomon.analysis._capacity import rashomon_capacity
-from rashomon.analysis._decomposition import design_factors, source_decomposition
+from rashomon.analysis._decomposition import (
+    design_factors,
+    source_decomposition,
+    source_decomposition_chance,
+)
 from rashomon.analysis._measures import (
     ambiguity,
     ambiguous_examples,
@@ -57,6 +61,7 @@ __all__ = [
     "score_std",
     "self_consistency",
     "source_decomposition",
+    "source_decomposition_chance",
     "viable_prediction_range",
     "write_report",
 ]

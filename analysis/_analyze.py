@@ -44,6 +44,7 @@ class Analysis:
     overall: dict[str, float]
     subgroups: dict[str, dict[str, dict[str, float]]]
     source_decomposition: dict[str, float]
+    source_decomposition_chance: dict[str, float]
     flatness: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
@@ -61,6 +62,7 @@ class Analysis:
             "excluded_models": chosen.excluded,
             **self.overall,
             "source_decomposition": self.source_decomposition,
+            "source_decomposition_chance": self.source_decomposition_chance,
             "subgroups": self.subgroups,
             "flatness": self.flatness,
         }
@@ -115,6 +117,7 @@ def analyze(
         overall=measures.summary(),
         subgroups=subgroups,
         source_decomposition=decomposition.shares(),
+        source_decomposition_chance=decomposition.chance(),
         flatness=flatness,
     )
 

@@ -10,6 +10,14 @@ values onto that factor's indicator space, after projecting out the axes before 
 does not matter and each share is the classical main effect Σ_level n_level (mean_level − mean)².
 A Rashomon set cut out of a factorial population is usually unbalanced, hence the sequential form.
 
+An axis nested in the axes before it — its indicators lie in their span, as when a small Rashomon
+set keeps one ``lr`` per ``init`` seed, so that a model's ``lr`` follows from its ``init`` — spans
+nothing new once they are projected out: its block is empty and its share 0. Small sets inflate
+every share by chance, so `SourceDecomposition.chance` gives each axis's expected share for
+predictions that are pure noise: the rank of its sequential block over m − 1, which is
+``(levels − 1)/(m − 1)`` for a balanced design and exact for noise that is independent and
+Gaussian across models.
+
 Axes that split the models identically cannot be told apart (``seeds: N`` pairs init = order; the
 hyperparameters of one random draw all change together); they are reported as one axis named
 ``"init+order"``, ``"lr+weight_decay"``. Shares are per example, then averaged over the examples
@@ -46,17 +54,19 @@ class SourceDecomposition:
         self.n_models = len(factors)
         self.axes = _merge_aliased_axes(factors)
         basis = np.full((self.n_models, 1), 1.0 / np.sqrt(self.n_models))
-        block_sizes = []
+        ranks = []
         for codes in self.axes.values():
             indicators = np.zeros((self.n_models, codes.max() + 1))
             indicators[np.arange(self.n_models), codes] = 1.0
             indicators -= basis @ (basis.T @ indicators)
             left, singular, _ = np.linalg.svd(indicators, full_matrices=False)
-            block = left[:, singular > _RANK_TOLERANCE]
-            block_sizes.append(block.shape[1])
+            block = left[:, singular > _RANK_TOLERANCE]  # empty for an axis nested in earlier ones
+            ranks.append(block.shape[1])
             basis = np.hstack([basis, block])
         self._basis = basis[:, 1:]  # the constant column is removed by centring
-        self._block_starts = np.cumsum([0, *block_sizes[:-1]])
+        self._ranks = np.array(ranks, dtype=int)
+        # (axes, basis columns): sums each axis's own columns, so an empty block sums to 0
+        self._blocks = np.repeat(np.eye(len(ranks)), ranks, axis=1)
         self._share_sums = np.zeros(len(self.axes) + 1)
         self._n_varying = 0
 
@@ -69,12 +79,9 @@ class SourceDecomposition:
         varying = total / n_models > MIN_VARIANCE
         if not varying.any():
             return
-        if self.axes:
-            projected = np.square(self._basis.T @ centred).reshape(-1, n_examples, n_classes)
-            explained = np.add.reduceat(projected.sum(axis=2), self._block_starts, axis=0)
-            shares = explained[:, varying] / total[varying]
-        else:
-            shares = np.zeros((0, int(varying.sum())))
+        projected = np.square(self._basis.T @ centred).reshape(-1, n_examples, n_classes)
+        explained = self._blocks @ projected.sum(axis=2)
+        shares = explained[:, varying] / total[varying]
         remainder = np.clip(1.0 - shares.sum(axis=0), 0.0, None)
         self._share_sums += np.append(shares.sum(axis=1), remainder.sum())
         self._n_varying += int(varying.sum())
@@ -85,12 +92,22 @@ class SourceDecomposition:
         Seed axes that do not vary are listed with share 0, so ``init``, ``order`` and ``data``
         are always there (unless merged into an aliased axis such as ``init+order``).
         """
+        return self._named(self._share_sums / max(self._n_varying, 1))
+
+    def chance(self) -> dict[str, float]:
+        """The expected shares of pure noise, keyed like `shares`: block rank / (m − 1) per axis.
+
+        A set of one model has no variance to share: every chance level is then 0."""
+        if self.n_models < 2:
+            return self._named(np.zeros(len(self.axes) + 1))
+        per_axis = self._ranks / (self.n_models - 1)
+        return self._named(np.append(per_axis, 1.0 - per_axis.sum()))
+
+    def _named(self, values: np.ndarray) -> dict[str, float]:
         names = [*self.axes, REMAINDER]
-        means = self._share_sums / max(self._n_varying, 1)
-        shares = {name: float(share) for name, share in zip(names, means, strict=True)}
+        named = {name: float(value) for name, value in zip(names, values, strict=True)}
         covered = {part for name in self.axes for part in name.split("+")}
-        constant = {axis: 0.0 for axis in SEED_AXES if axis not in covered}
-        return constant | shares
+        return {axis: 0.0 for axis in SEED_AXES if axis not in covered} | named
 
 
 def source_decomposition(
@@ -105,6 +122,12 @@ def source_decomposition(
     for start in range(0, probabilities.shape[1], chunk_examples):
         decomposition.add(probabilities[:, start : start + chunk_examples])
     return decomposition.shares()
+
+
+def source_decomposition_chance(factors: pd.DataFrame) -> dict[str, float]:
+    """The chance level of each share of `source_decomposition` for the design ``factors``:
+    the expected share if the predictions were pure noise (SPEC §6)."""
+    return SourceDecomposition(factors).chance()
 
 
 def _merge_aliased_axes(factors: pd.DataFrame) -> dict[str, np.ndarray]:

@@ -16,7 +16,7 @@ from rashomon.engine.model import (
     init_parameters,
 )
 from rashomon.engine.model._flatness import _Problem
-from rashomon.jobs import FLATNESS_COLUMNS, FlatnessConfig
+from rashomon.jobs import FLATNESS_COLUMNS, FlatnessConfig, UserError, load_job_text
 
 ARCH = Architecture(6, (12,), 3, "tanh")  # 123 parameters
 N_MODELS = 3
@@ -122,6 +122,27 @@ def test_top_eigenvalue_of_a_larger_relu_model_within_one_percent():
         assert found["hessian_top_eig"][model] == pytest.approx(exact, rel=1e-2)
 
 
+def test_top_eigenvalue_within_one_percent_when_the_top_two_are_close():
+    """Logistic regressions on inputs whose second moments have two close eigenvalues on top of
+    a decaying spectrum. Stopping when the top Ritz value no longer moves stalled next to the
+    second eigenvalue here (−4.4% and −2.3%); the residual bound does not stop there."""
+    n, d = 400, 40
+    rng = np.random.default_rng(4)
+    orthonormal = np.linalg.qr(np.c_[np.ones(n), rng.normal(size=(n, d))])[0][:, 1:] * n**0.5
+    spectrum = np.r_[2.92, 2.81, 1.9 * np.exp(-np.arange(d - 2) / 6)]
+    rotation = np.linalg.qr(rng.normal(size=(d, d)))[0]
+    inputs = torch.tensor(orthonormal * spectrum**0.5 @ rotation.T)
+    labels = torch.tensor(rng.integers(0, 2, n))
+    arch = Architecture(d, (), 2, "relu")
+    params = init_parameters(arch, range(8), torch.float64, torch.device("cpu"))
+    found = flatness_statistics(arch, params, params, inputs, labels, settings())
+    for model in range(8):
+        eigenvalues = torch.linalg.eigvalsh(exact_hessian(params, model, inputs, labels, arch))
+        top, second = float(eigenvalues[-1]), float(eigenvalues[-2])
+        assert second > 0.87 * top
+        assert found["hessian_top_eig"][model] == pytest.approx(top, rel=1e-2), (top, second)
+
+
 def test_fisher_trace_is_exact(pack, statistics):
     params, _, inputs, labels = pack
     for model in range(N_MODELS):
@@ -173,9 +194,9 @@ def test_adaptive_trace_and_asam_are_invariant_to_relu_rescaling_but_the_trace_i
 def test_average_sharpness_is_half_sigma_squared_times_the_adaptive_trace(pack):
     params, _, inputs, labels = pack
     sigma = 1e-3
-    options = settings(avg_sigma=sigma, avg_samples=4000)
+    options = settings(avg_sigma=sigma, avg_pairs=2000)
     problem = _Problem(ARCH, params, inputs, labels, options)
-    increase = problem.noisy_losses() - problem.losses(params)  # (samples, M)
+    increase = problem.antithetic_losses() - problem.losses(params)  # (pairs, M)
     for model in range(N_MODELS):
         hessian = exact_hessian(params, model, inputs, labels)
         scale = flat(params, model).abs()
@@ -183,6 +204,37 @@ def test_average_sharpness_is_half_sigma_squared_times_the_adaptive_trace(pack):
         samples = increase[:, model]
         error = 3 * float(samples.std()) / len(samples) ** 0.5
         assert float(samples.mean()) == pytest.approx(expected, abs=error + 0.02 * expected)
+
+
+def test_average_sharpness_at_the_defaults_is_close_to_a_2000_pair_estimate():
+    """Twelve models part-way through training, where the gradient is far from 0: the first-order
+    term gᵀδ, zero on average, dominated 16 plain draws (median error 70%, some negative); 8
+    antithetic pairs cancel it."""
+    gen = torch.Generator().manual_seed(0)
+    inputs = torch.randn(80, ARCH.n_features, generator=gen, dtype=torch.float64)
+    labels = (inputs[:, 0] + inputs[:, 1] > 0).long() + (inputs[:, 2] > 1).long()
+    params = [
+        p.requires_grad_(True) for p in init_parameters(ARCH, range(12), torch.float64, "cpu")
+    ]
+    for _ in range(20):
+        grads = torch.autograd.grad(_losses(ARCH, params, inputs, labels).sum(), params)
+        params = [
+            (p - 0.5 * g).detach().requires_grad_(True) for p, g in zip(params, grads, strict=True)
+        ]
+    params = [p.detach() for p in params]
+    found = flatness_statistics(ARCH, params, params, inputs, labels, settings())["avg_sharpness"]
+    precise = _Problem(ARCH, params, inputs, labels, settings(avg_pairs=2000, seed=7))
+    truth = (precise.antithetic_losses().mean(dim=0) - precise.losses(params)).numpy()
+    errors = np.abs(found - truth) / truth
+    assert (truth > 0).all() and (found > 0).all()
+    assert np.median(errors) < 0.2 and errors.max() < 0.5, errors
+
+
+def test_the_old_sample_count_is_refused_with_its_new_name():
+    job = "name: x\ndataset: {source: wine}\nflatness: {avg_samples: 16}\n"
+    with pytest.raises(UserError, match=r"flatness: avg_samples is now avg_pairs: .* avg_pairs: 8"):
+        load_job_text(job, "job.yaml")
+    assert FlatnessConfig().avg_pairs == 8
 
 
 def test_a_model_has_the_same_statistics_in_a_pack_as_alone(pack, statistics):

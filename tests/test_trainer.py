@@ -1,14 +1,18 @@
 """The batched trainer: pack invariance, determinism, divergence isolation and exactness
-against stock PyTorch, on small synthetic problems (no Ray)."""
+against stock PyTorch, on small synthetic problems (no Ray but for one end-to-end run)."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import textwrap
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
+from rashomon.engine.cli import main
 from rashomon.engine.model import (
     FlatnessSettings,
     ModelSpec,
@@ -102,6 +106,74 @@ def test_diverging_model_is_frozen_and_leaves_its_pack_mates_bitwise_unchanged()
     for name, value in without.parameters.items():
         kept = torch.cat([with_it.parameters[name][:3], with_it.parameters[name][4:]])
         assert torch.equal(kept, value)
+
+
+LAST_STEP = dataclasses.replace(
+    SETTINGS, dtype="float32", activation="relu", schedule="constant", epochs=1, batch_size=1000
+)  # one full-batch step per model
+
+
+def test_a_model_whose_last_update_overflows_is_diverged_and_its_pack_mates_unchanged():
+    data = make_data(torch.float32)
+    flatness = FlatnessSettings.from_config(FlatnessConfig(), curvature_examples=64)
+    healthy = population(4)
+    overflowing = [dataclasses.replace(healthy[0], lr=lr, dropout=0.0) for lr in (1e20, 1e37)]
+    without = train_pack(LAST_STEP, healthy, data, flatness=flatness)
+    with_them = train_pack(LAST_STEP, [*healthy[:2], *overflowing, *healthy[2:]], data,
+                           flatness=flatness)  # fmt: skip
+    assert without.status == ["ok"] * 4
+    assert with_them.status == ["ok", "ok", "diverged", "diverged", "ok", "ok"]
+    kept = [0, 1, 4, 5]
+    for split in ("val", "test"):
+        assert np.array_equal(with_them.probabilities[split][kept], without.probabilities[split])
+    for name, value in without.parameters.items():
+        assert torch.equal(with_them.parameters[name][kept], value)
+    for name in FLATNESS_COLUMNS:
+        assert np.isnan(with_them.metrics[name][2:4]).all(), name
+        np.testing.assert_allclose(with_them.metrics[name][kept], without.metrics[name],
+                                   rtol=1e-5, err_msg=name)  # fmt: skip
+
+
+def test_a_last_step_divergence_keeps_what_one_more_step_would_have_frozen():
+    """The final update is kept, as every update that leads to a non-finite loss is: a model
+    diverging on its last step is stored as the same model trained one step longer."""
+    data = make_data(torch.float32)
+    model = ModelSpec(0, 0, 0, lr=1e37, momentum=0.9, weight_decay=0.0, dropout=0.0)
+    last = train_pack(LAST_STEP, [model], data)
+    longer = train_pack(dataclasses.replace(LAST_STEP, epochs=2), [model], data)
+    assert last.status == longer.status == ["diverged"]
+    for name, value in longer.parameters.items():
+        torch.testing.assert_close(last.parameters[name], value, rtol=0, atol=0, equal_nan=True)
+
+
+OVERFLOWING_JOB = """
+name: last-step
+dataset: {source: wine, split: {val: 0.25, test: 0.25, seed: 1}}
+model: {family: mlp, hidden: [8], activation: relu}
+train: {epochs: 1, batch_size: 1000, optimizer: sgd, lr: 0.1}
+population:
+  seeds: {init: 2}
+  grid: {lr: [0.1, 1.0e+20, 1.0e+37]}
+resources: {cpus_per_worker: 1, models_per_pack: 6}
+"""
+
+
+def test_run_then_analyze_a_population_whose_last_step_overflows(ray_cluster, tmp_path, capsys):
+    (tmp_path / "job.yaml").write_text(textwrap.dedent(OVERFLOWING_JOB))
+    out = tmp_path / "out"
+    assert main(["run", str(tmp_path / "job.yaml"), "--out", str(out), "--quiet"]) == 0
+    models = pd.read_parquet(out / "models")
+    assert models.groupby("hp_lr")["status"].unique().map(list).to_dict() == {
+        0.1: ["ok"],
+        1e20: ["diverged"],
+        1e37: ["diverged"],
+    }
+    capsys.readouterr()
+    assert main(["analyze", str(out), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["n_models"] == 2 and result["excluded_models"] == {"diverged": 4}
+    ok = models.loc[models["status"] == "ok", "model_id"]
+    assert result["baseline_model_id"] in set(ok)
 
 
 def _stock_pytorch_probabilities(settings, model, data):

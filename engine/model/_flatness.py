@@ -43,7 +43,7 @@ class FlatnessSettings:
     asam_rho: float
     asam_eta: float
     avg_sigma: float
-    avg_samples: int
+    avg_pairs: int
     seed: int
     max_elements: int = 1 << 25  # activations held at once by one batched evaluation
 
@@ -89,7 +89,7 @@ def flatness_statistics(
         "fisher_trace": problem.fisher_trace(),
         "sam_sharpness": problem.ascent_loss(gradient, ones, settings.sam_rho) - loss,
         "asam_sharpness": problem.ascent_loss(gradient, asam_scale, settings.asam_rho) - loss,
-        "avg_sharpness": problem.noisy_losses().mean(dim=0) - loss,
+        "avg_sharpness": problem.antithetic_losses().mean(dim=0) - loss,
         "weight_norm": _norm(params),
         "dist_from_init": _norm([p - q for p, q in zip(params, initial, strict=True)]),
     }
@@ -159,8 +159,10 @@ class _Problem:
     def top_eigenvalue(self) -> torch.Tensor:
         """Largest Hessian eigenvalue by Lanczos with full reorthogonalisation, per model.
 
-        A model stops when its top Ritz value changes by less than the relative tolerance; the
-        Hessian-vector products then run on the models still moving only."""
+        A model stops when the residual of its top Ritz pair (θ, V s), ‖H V s − θ V s‖ = β |s_k|,
+        is at most the tolerance times |θ|: θ is then that close to an eigenvalue. (The change of
+        θ between steps is no such bound: it stalls next to the second eigenvalue when the top two
+        are close.) The Hessian-vector products then run on the models not yet converged only."""
         settings = self.settings
         gen = _random.generator(PROBES, settings.seed, 2)
         start = [torch.randn(p.shape[1:], generator=gen, dtype=torch.float64) for p in self.params]
@@ -192,11 +194,10 @@ class _Problem:
             beta = _norm(residual)
             alphas.append(alpha)
             betas.append(beta)
-            ritz = _largest_ritz(alphas, betas[:-1])
-            settled = (ritz - estimate).abs() <= settings.eig_tolerance * ritz.abs()
-            invariant = beta.double().cpu() <= 1e-10 * ritz.abs().clamp_min(1e-30)
+            ritz, last = _top_ritz_pair(alphas, betas[:-1])
+            converged = beta.double().cpu() * last <= settings.eig_tolerance * ritz.abs()
             estimate = torch.where(active, ritz, estimate)
-            active &= ~(settled | invariant)
+            active &= ~converged
             if not active.any() or step == settings.eig_iterations - 1:
                 break
             vector = _scale(residual, 1 / beta.clamp_min(1e-30))
@@ -226,31 +227,38 @@ class _Problem:
         with torch.no_grad():
             return self.losses(moved)
 
-    def noisy_losses(self) -> torch.Tensor:
-        """L(w + δ) for δ ~ N(0, σ² diag(w²)), (samples, M): the same normal draws per model."""
+    def antithetic_losses(self) -> torch.Tensor:
+        """(L(w + δ) + L(w − δ)) / 2 for δ ~ N(0, σ² diag(w²)), (pairs, M), the same normal
+        draws for every model. The pair cancels the first-order term gᵀδ, which is zero on
+        average but dominates single draws (16 plain draws were mostly noise)."""
         settings = self.settings
         gen = _random.generator(PROBES, settings.seed, 3)
         noise = [
-            torch.randn(
-                (settings.avg_samples, *p.shape[1:]), generator=gen, dtype=torch.float64
-            ).to(p)
+            torch.randn((settings.avg_pairs, *p.shape[1:]), generator=gen, dtype=torch.float64)
+            .to(p)
+            .mul_(settings.avg_sigma)
             for p in self.params
         ]
-        per_sample = max(1, settings.max_elements // self._elements_per_probe())
+        signs = torch.tensor([1.0, -1.0], dtype=self.params[0].dtype, device=noise[0].device)
+        per_chunk = max(1, settings.max_elements // (2 * self._elements_per_probe()))
         losses = []
         with torch.no_grad():
-            for start in range(0, settings.avg_samples, per_sample):
-                eps = [e[start : start + per_sample] for e in noise]
-                count = len(eps[0])
-                moved = [
-                    (p.unsqueeze(0) * (1 + settings.avg_sigma * e.unsqueeze(1))).flatten(0, 1)
-                    for p, e in zip(self.params, eps, strict=True)
+            for start in range(0, settings.avg_pairs, per_chunk):
+                count = min(per_chunk, settings.avg_pairs - start)
+                moved = [  # (±, pair, model, ...) flattened into one batch of models
+                    (p * (1 + _per_pair(signs, e[start : start + count]))).flatten(0, 2)
+                    for p, e in zip(self.params, noise, strict=True)
                 ]
-                losses.append(self.losses(moved).view(count, self.n_models))
+                losses.append(self.losses(moved).view(2, count, self.n_models).mean(dim=0))
         return torch.cat(losses)
 
     def _elements_per_probe(self) -> int:
         return self.n_models * len(self.inputs) * max(self.arch.widths)
+
+
+def _per_pair(signs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """±ε laid out (2, pairs, 1, ...) to broadcast over a stacked parameter (M, ...)."""
+    return (signs.view(2, 1, *([1] * (noise.dim() - 1))) * noise.unsqueeze(0)).unsqueeze(2)
 
 
 def _forward_over_reverse(function: Callable, params: Parameters, vector: Parameters) -> Parameters:
@@ -302,8 +310,11 @@ def _per_model(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return values.view(-1, *([1] * (like.dim() - 1))).to(like)
 
 
-def _largest_ritz(alphas: list[torch.Tensor], betas: list[torch.Tensor]) -> torch.Tensor:
-    """Largest eigenvalue of each model's Lanczos tridiagonal matrix."""
+def _top_ritz_pair(
+    alphas: list[torch.Tensor], betas: list[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Largest eigenvalue of each model's Lanczos tridiagonal matrix and |last component| of its
+    eigenvector, (M,) each."""
     # models that stopped earlier may hold overflowed entries; their values are discarded
     diagonal = torch.stack(alphas, dim=1).double().nan_to_num(0.0, 0.0, 0.0)
     k = diagonal.shape[1]
@@ -311,4 +322,5 @@ def _largest_ritz(alphas: list[torch.Tensor], betas: list[torch.Tensor]) -> torc
     if betas:
         off = torch.stack(betas, dim=1).double().nan_to_num(0.0, 0.0, 0.0)
         tridiagonal = tridiagonal + torch.diag_embed(off, 1) + torch.diag_embed(off, -1)
-    return torch.linalg.eigvalsh(tridiagonal)[:, k - 1].cpu()
+    values, vectors = torch.linalg.eigh(tridiagonal)
+    return values[:, k - 1].cpu(), vectors[:, k - 1, k - 1].abs().cpu()

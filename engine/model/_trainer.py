@@ -7,6 +7,12 @@ features)`` tensor, runs all models with batched matmuls and back-propagates the
 losses, whose gradient with respect to each model's parameters is that model's own gradient.
 Nothing in a step mixes models, so a model's result does not depend on its pack-mates: in float64
 it matches the model trained alone, and a model that diverges is frozen without touching the rest.
+
+A model diverges when a non-finite value appears: it is frozen at the parameters that produced its
+first non-finite loss. The last update has no next step to expose it, so after training every
+parameter, every split's loss and every probability is checked the same way, and a model whose
+final update overflowed keeps that update — the parameters that produced its first non-finite
+loss — with status ``diverged``.
 """
 
 from __future__ import annotations
@@ -101,6 +107,7 @@ def _train_slice(
     )
     alive = _fit(settings, arch, models, data, params, optimizer, per_model["dropout"])
     metrics, probabilities = _evaluate(arch, params, data, prediction_splits)
+    alive &= _all_finite(params, metrics, probabilities)
     if flatness is not None:
         metrics |= pack_flatness(arch, params, initial, alive, data, flatness)
     names = arch.parameter_names()
@@ -223,6 +230,20 @@ def _fit(settings, arch, models, data, params, optimizer, dropout) -> torch.Tens
     for p in params:
         p.requires_grad_(False)
     return alive
+
+
+def _all_finite(
+    params: Sequence[torch.Tensor],
+    metrics: dict[str, np.ndarray],
+    probabilities: dict[str, np.ndarray],
+) -> torch.Tensor:
+    """(M,) bool: every parameter, loss and stored probability of the model is finite."""
+    finite = torch.stack([p.isfinite().flatten(1).all(dim=1) for p in params]).all(dim=0)
+    checks = [np.isfinite(values) for name, values in metrics.items() if name.endswith("_loss")]
+    checks += [
+        np.isfinite(probs).reshape(len(probs), -1).all(axis=1) for probs in probabilities.values()
+    ]
+    return finite & torch.as_tensor(np.logical_and.reduce(checks), device=finite.device)
 
 
 @torch.no_grad()
