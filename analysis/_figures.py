@@ -18,6 +18,7 @@ import pandas as pd
 PAGE_WIDTH = 10.5  # inches: the page's 1100 px column at 96 px per inch, less its padding
 _STYLE = {
     "svg.fonttype": "none",
+    "savefig.dpi": 150,  # of the parts drawn as images (dense scatters); text stays text
     "svg.hashsalt": "rashomon",  # element ids from content, not random: the same page every time
     "font.family": "sans-serif",
     "font.sans-serif": ["DejaVu Sans"],  # the metrics the layout was computed with

@@ -38,6 +38,9 @@ CURVE_MEASURES = (
     "rashomon_capacity_mean",
     "rashomon_capacity_max",
 )
+# above this many models a scatter's points become one image: as vectors, 10,000 models
+# in 11 panels would be 11 MB of the page
+VECTOR_POINTS = 1000
 POOL_NOTE = (
     "Rashomon ratios here are pool-based — shares of the models that were trained — not the "
     "volumetric ratio of Semenova, Rudin & Parr (2022)."
@@ -280,12 +283,13 @@ def _flatness_section(analysis: Analysis, results: Results) -> str:
     statistics = list(summary["statistics"])
     ok = results.models[results.models["status"] == "ok"]
     inside = ok["model_id"].isin(analysis.rashomon_set.model_ids).to_numpy()
+    dense = len(ok) > VECTOR_POINTS
     with _panels(len(statistics), per_row=3, panel_height=2.4) as (figure, panels):
         for axes, name in zip(panels, statistics, strict=True):
             for members, color, label in ((~inside, "#999", "other ok models"),
                                           (inside, "C3", "Rashomon set")):  # fmt: skip
-                axes.scatter(ok.loc[members, name], ok.loc[members, "test_acc"], c=color, s=7,
-                             label=label)  # fmt: skip
+                axes.scatter(ok.loc[members, name], ok.loc[members, "test_acc"], c=color,
+                             s=2 if dense else 7, label=label, rasterized=dense)  # fmt: skip
             _flatness_scale(axes, ok[name].to_numpy(dtype=float, na_value=np.nan))
             legend = FLATNESS_LEGEND[name]
             axes.set(title=legend.label, xlabel=legend.unit)

@@ -9,15 +9,17 @@ import html
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
 from _svg import PAGE_PX, figures, overlap, size, texts
+from _synthetic import write_examples, write_pack
 from test_analysis import N_EXAMPLES, factorial, write_folder
 
 from rashomon.analysis import _figures, analyze, format_table, open_results
 from rashomon.analysis._flatness import FLATNESS_COLUMNS
 from rashomon.analysis._legend import MEASURE_LEGEND
 from rashomon.analysis._multiplicity import MEASURES
-from rashomon.analysis._report import render_report
+from rashomon.analysis._report import _flatness_section, render_report
 from rashomon.engine.cli import main
 
 _NS = "{http://www.w3.org/2000/svg}"
@@ -193,3 +195,31 @@ def test_a_label_wider_than_its_figure_is_not_clipped():
     for text in texts(image):
         x0, y0, x1, y1 = text.box
         assert x0 >= -0.5 and y0 >= -0.5 and x1 <= width + 0.5 and y1 <= height + 0.5, text
+
+
+def test_a_large_population_keeps_the_flatness_figure_small(tmp_path):
+    """1,200 models × 11 statistics as vector points are 1.5 MB of the page, growing with the
+    models; as one image a panel they are bounded by the panels' pixels."""
+    rng = np.random.default_rng(0)
+    n, n_examples = 1200, 8
+    p1 = rng.uniform(0.1, 0.9, (n, n_examples))
+    frame = pd.DataFrame(
+        {
+            "model_id": [f"m{i:04d}" for i in range(n)],
+            "init_seed": np.arange(n),
+            "val_acc": rng.uniform(0.7, 0.8, n),
+            "val_loss": rng.uniform(0.4, 0.5, n),
+            "train_loss": rng.uniform(0.3, 0.4, n),
+            "test_acc": rng.uniform(0.7, 0.8, n),
+            "status": "ok",
+            **{name: rng.uniform(1, 2, n) for name in FLATNESS_COLUMNS},
+        }
+    )
+    examples = pd.DataFrame({"example_id": np.arange(n_examples), "split": "test", "label": 0})
+    write_examples(tmp_path, pd.concat([examples, examples.assign(split="val")]), ["a", "b"])
+    write_pack(tmp_path, "all", frame, {"test": np.stack([1 - p1, p1], axis=-1).astype(np.float32)})
+    results = open_results(tmp_path)
+    section = _flatness_section(analyze(results, epsilon=0.05), results)
+    (figure,) = figures(section)
+    assert len(section) < 600_000 and len(list(figure.iter(f"{_NS}image"))) == 11
+    assert "gradient norm ‖∇L‖₂" in [text.content for text in texts(figure)]
