@@ -8,6 +8,7 @@ text (``svg.fonttype: none``): selectable, searchable, and a fraction of the siz
 from __future__ import annotations
 
 import io
+import itertools
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,11 +16,14 @@ from contextlib import contextmanager
 import numpy as np
 import pandas as pd
 
-PAGE_WIDTH = 10.5  # inches: the page's 1100 px column at 96 px per inch, less its padding
+# inches: within the page's 1100 px column (11.5 in at 96 px per inch), so that a figure shows at
+# its own size, with room for labels that the tight bounding box adds at the edges
+PAGE_WIDTH = 10.5
+PANELS_PER_ROW = 3  # a panel 3.5 in wide: its labels at their size, five or six ticks a panel
 _STYLE = {
     "svg.fonttype": "none",
-    "savefig.dpi": 150,  # of the parts drawn as images (dense scatters); text stays text
     "svg.hashsalt": "rashomon",  # element ids from content, not random: the same page every time
+    "savefig.dpi": 150,  # of the parts drawn as images (dense scatters); text stays text
     "font.family": "sans-serif",
     "font.sans-serif": ["DejaVu Sans"],  # the metrics the layout was computed with
     "font.size": 10,
@@ -45,7 +49,8 @@ def table(frame: pd.DataFrame, kind: str | None = None) -> str:
 def figure(
     rows: int, columns: int, *, panel_height: float = 2.5, width: float = PAGE_WIDTH
 ) -> Iterator[tuple]:
-    """``(figure, axes)`` drawn under the report's style; call `svg` inside the block."""
+    """``(figure, axes)`` drawn under the report's style (tick labels are made at drawing time:
+    call `svg` inside the block)."""
     import matplotlib
     from matplotlib.figure import Figure
 
@@ -55,10 +60,11 @@ def figure(
 
 
 @contextmanager
-def panels(count: int, *, per_row: int = 3, panel_height: float = 2.3) -> Iterator[tuple]:
-    """``(figure, axes)``: ``count`` panels in rows of ``per_row`` at the page's width, one
+def panels(count: int, *, panel_height: float = 2.3) -> Iterator[tuple]:
+    """``(figure, axes)``: ``count`` panels in rows of `PANELS_PER_ROW` at the page's width, one
     measure each (measures differ by orders of magnitude: each gets its own scale)."""
-    with figure(-(-count // per_row), per_row, panel_height=panel_height) as (drawing, grid):
+    rows = -(-count // PANELS_PER_ROW)
+    with figure(rows, PANELS_PER_ROW, panel_height=panel_height) as (drawing, grid):
         axes = list(np.ravel(grid))
         for spare in axes[count:]:
             spare.set_axis_off()
@@ -85,5 +91,5 @@ def svg(drawing) -> str:
 def unique_ids(page: str) -> str:
     """``page`` with the element ids of its n-th SVG (and the references to them) prefixed
     ``fn-``: matplotlib names elements ``figure_1``, ``patch_1``… in every SVG it writes."""
-    numbers = iter(range(1, page.count("<svg") + 1))
+    numbers = itertools.count(1)
     return _SVG.sub(lambda found: _ID.sub(rf"\g<1>f{next(numbers)}-", found.group()), page)

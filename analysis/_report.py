@@ -16,9 +16,9 @@ import pandas as pd
 
 from rashomon.analysis._analyze import Analysis
 from rashomon.analysis._curves import epsilon_curve, model_count_curve
+from rashomon.analysis._figures import PANELS_PER_ROW, plain_numbers, unique_ids
 from rashomon.analysis._figures import figure as _figure
 from rashomon.analysis._figures import panels as _panels
-from rashomon.analysis._figures import plain_numbers, unique_ids
 from rashomon.analysis._figures import svg as _svg
 from rashomon.analysis._figures import table as _table
 from rashomon.analysis._legend import FEW_EXAMPLES, FLATNESS_LEGEND, MEASURE_LEGEND
@@ -70,6 +70,7 @@ def write_report(
 
 
 def render_report(analysis: Analysis, results: Results) -> str:
+    """The page as one string: deterministic for the same results and analysis."""
     chosen = analysis.rashomon_set
     title = html.escape(
         f"Rashomon report: {len(results.models)} models ({len(chosen.pool_model_ids)} ok), "
@@ -146,8 +147,9 @@ def _measures_table(analysis: Analysis) -> str:
     )
     return (
         _table(frame, "legend")
-        + f'<p class="note">The set is compared with its baseline (its best model) on the '
-        f"{html.escape(analysis.split)} split. {POOL_NOTE}</p>"
+        + f'<p class="note">On the {html.escape(analysis.split)} split; ambiguity, discrepancy '
+        "and obscurity compare each model of the set with its baseline (the set's best model), "
+        f"disagreement compares the set's models pairwise. {POOL_NOTE}</p>"
     )
 
 
@@ -284,7 +286,7 @@ def _flatness_section(analysis: Analysis, results: Results) -> str:
     ok = results.models[results.models["status"] == "ok"]
     inside = ok["model_id"].isin(analysis.rashomon_set.model_ids).to_numpy()
     dense = len(ok) > VECTOR_POINTS
-    with _panels(len(statistics), per_row=3, panel_height=2.4) as (figure, panels):
+    with _panels(len(statistics), panel_height=2.4) as (figure, panels):
         for axes, name in zip(panels, statistics, strict=True):
             for members, color, label in ((~inside, "#999", "other ok models"),
                                           (inside, "C3", "Rashomon set")):  # fmt: skip
@@ -293,7 +295,7 @@ def _flatness_section(analysis: Analysis, results: Results) -> str:
             _flatness_scale(axes, ok[name].to_numpy(dtype=float, na_value=np.nan))
             legend = FLATNESS_LEGEND[name]
             axes.set(title=legend.label, xlabel=legend.unit)
-        for axes in panels[::3]:
+        for axes in panels[::PANELS_PER_ROW]:
             axes.set_ylabel("test accuracy")
         figure.legend(*panels[0].get_legend_handles_labels(), loc="outside upper center",
                       ncols=2)  # fmt: skip
