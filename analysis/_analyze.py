@@ -10,6 +10,7 @@ pattern Rashomon ratio), read a group of models at a time.
 from __future__ import annotations
 
 import os
+import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -17,6 +18,7 @@ import numpy as np
 
 from rashomon.analysis._decomposition import SourceDecomposition, design_factors
 from rashomon.analysis._flatness import disagreement_with_set, flatness_statistics, flatness_summary
+from rashomon.analysis._legend import FEW_EXAMPLES, MEASURE_LEGEND
 from rashomon.analysis._measures import predicted_classes
 from rashomon.analysis._multiplicity import MEASURES, ExampleMeasures
 from rashomon.analysis._rashomon_set import (
@@ -178,30 +180,86 @@ def _group_masks(values) -> Iterator[tuple[object, np.ndarray]]:
 
 
 def format_table(analysis: Analysis) -> str:
-    """A readable summary for the terminal."""
+    """A summary for a 100-column terminal: each measure with its one-line legend."""
     chosen = analysis.rashomon_set
     data = analysis.to_json()
     rule = "relative" if chosen.relative else "absolute"
     excluded = ", ".join(f"{n} {s}" for s, n in chosen.excluded.items()) or "none"
     lines = [
         f"Rashomon set: {chosen.size} of {len(chosen.pool_model_ids)} ok models within "
-        f"ε = {chosen.epsilon:g} ({rule}) of the best {chosen.metric} "
-        f"(baseline {chosen.baseline_model_id}, threshold {chosen.threshold:.6g})",
-        f"excluded models: {excluded}",
-        f"multiplicity on the {analysis.split} split ({len(analysis.example_ids)} examples):",
+        f"ε = {chosen.epsilon:g} ({rule}) of the best {chosen.metric}",
+        f"  baseline {chosen.baseline_model_id}, threshold {chosen.metric} ≤ "
+        f"{chosen.threshold:.6g}; excluded models: {excluded}",
+        f"multiplicity on the {analysis.split} split ({len(analysis.example_ids)} examples); "
+        "worse when ↑ higher, ↓ lower:",
     ]
-    lines += [f"  {name:<26}{data[name]:.4f}" for name in MEASURES]
+    for name in MEASURES:
+        legend = MEASURE_LEGEND[name]
+        arrow = "↑" if legend.worse == "higher" else "↓"
+        lines.append(f"  {name:<23}{data[name]:>9.4g} {arrow} {legend.definition}")
     lines.append("  (Rashomon ratios are pool-based: shares of the trained pool, not volumes)")
     lines.append("source of prediction variance (share, averaged over examples):")
-    lines += [f"  {axis:<26}{share:.3f}" for axis, share in analysis.source_decomposition.items()]
+    lines += [f"  {axis:<23}{share:>9.3f}" for axis, share in analysis.source_decomposition.items()]
+    if analysis.flatness:
+        lines += _flatness_lines(analysis.flatness)
     for column, values in analysis.subgroups.items():
         lines.append(f"by {column}:")
         header = ["ambiguity", "disagree", "vpr_mean", "rc_mean", "score_std"]
         lines.append(f"  {'value':>20}{'n':>8}" + "".join(f"{h:>12}" for h in header))
+        few = False
         for value, row in values.items():
             cells = [row["ambiguity"], row["disagreement"], row["vpr_mean"],
                      row["rashomon_capacity_mean"], row["score_std_mean"]]  # fmt: skip
+            mark = " *" if row["n_examples"] < FEW_EXAMPLES else ""
+            few |= bool(mark)
             lines.append(
-                f"  {value[:20]:>20}{row['n_examples']:>8}" + "".join(f"{c:>12.4f}" for c in cells)
+                f"  {value[:20]:>20}{row['n_examples']:>8}"
+                + "".join(f"{c:>12.4f}" for c in cells)
+                + mark
+            )
+        if few:
+            lines.append(
+                f"  * fewer than {FEW_EXAMPLES} examples: one example moves these measures by "
+                f"over 1/{FEW_EXAMPLES}"
             )
     return "\n".join(lines)
+
+
+def _flatness_lines(flatness: dict) -> list[str]:
+    """SPEC §8's population summary, one row per statistic."""
+    axes = ", ".join(flatness["axes"]) or "none: no hyperparameter varies"
+    lines = [
+        f"flatness over {flatness['n_models']} ok models: Kendall τ-b of each statistic with test "
+        "accuracy (τ acc),",
+        "  with the gap val_loss − train_loss (τ gap) and, in the set, with each model's "
+        "disagreement",
+        "  with the set (τ disagr); a sharpness that predicts generalisation has τ acc < 0, "
+        "τ gap > 0;",
+        *textwrap.wrap(
+            f"Ψ: Jiang et al.'s granulated τ over {axes}; in set / outside: the statistic's mean",
+            98,
+            initial_indent="  ",
+            subsequent_indent="    ",
+        ),
+        f"  {'statistic':<23}{'τ acc':>7}{'Ψ acc':>7}{'τ gap':>7}{'Ψ gap':>7}"
+        f"{'τ disagr':>9}{'in set':>12}{'outside':>12}",
+    ]
+    for name, entry in flatness["statistics"].items():
+        taus = [entry["tau_test_acc"], entry["granulated_tau_test_acc"]["mean"],
+                entry["tau_generalization_gap"],
+                entry["granulated_tau_generalization_gap"]["mean"]]  # fmt: skip
+        lines.append(
+            f"  {name:<23}"
+            + "".join(_number(tau, 7, "+.2f") for tau in taus)
+            + _number(entry["tau_disagreement"], 9, "+.2f")
+            + _number(entry["inside_mean"], 12, ".4g")
+            + _number(entry["outside_mean"], 12, ".4g")
+        )
+    return lines
+
+
+def _number(value: float | None, width: int, spec: str) -> str:
+    """``value`` right-aligned in ``width``; undefined (None, NaN) as ``n/a``."""
+    if value is None or not np.isfinite(value):
+        return f"{'n/a':>{width}}"
+    return f"{format(value, spec):>{width}}"

@@ -164,35 +164,39 @@ def connectivity_section(
         return f"<p>Linear mode connectivity not measured: {html.escape(str(error))}</p>"
     if pairs.empty:
         return "<p>Linear mode connectivity needs two ok models of the same architecture.</p>"
-    figure, (loss_axes, error_axes) = _figure(1, 2)
     groups = {False: ("#999", "one or both outside"), True: ("C3", "both in the Rashomon set")}
-    for inside, (color, label) in groups.items():
-        for n, row in enumerate(pairs[pairs["inside"] == inside].itertuples()):
-            loss_axes.plot(row.t, row.loss, color=color, lw=1, label=None if n else label)
-            error_axes.plot(row.t, row.error, color=color, lw=1)
-    for axes, quantity in ((loss_axes, "loss (mean cross-entropy, nats)"),
-                           (error_axes, "error (fraction)")):  # fmt: skip
-        axes.set(xlabel="t in θ(t) = (1 − t)·θa + t·θb", ylabel=f"{split} {quantity}")
-    loss_axes.legend(fontsize=7)
+    with _figure(1, 2, panel_height=3.0) as (figure, (loss_axes, error_axes)):
+        for inside, (color, label) in groups.items():
+            for n, row in enumerate(pairs[pairs["inside"] == inside].itertuples()):
+                loss_axes.plot(row.t, row.loss, color=color, lw=1, label=None if n else label)
+                error_axes.plot(row.t, row.error, color=color, lw=1)
+        for axes, quantity, unit in ((loss_axes, "loss", "mean cross-entropy, nats"),
+                                     (error_axes, "error", "share of examples")):  # fmt: skip
+            axes.set(title=f"{split} {quantity} along the path", ylabel=unit)
+        figure.supxlabel("t, the position on the segment θ(t) = (1 − t)·θa + t·θb")
+        figure.legend(*loss_axes.get_legend_handles_labels(), loc="outside upper center",
+                      ncols=2)  # fmt: skip
+        image = _svg(figure)
     summary = (
         pairs.assign(pair=pairs["inside"].map(lambda inside: groups[inside][1]))
         .groupby("pair", sort=False)
         .agg(
             pairs=("inside", "size"),
             **{
-                f"{kind} {stat} {unit}": (f"{kind}_barrier", stat)
-                for kind, unit in (("loss", "(nats)"), ("error", "(fraction)"))
+                f"{kind} barrier {stat}{unit}": (f"{kind}_barrier", stat)
+                for kind, unit in (("loss", " (nats)"), ("error", ""))
                 for stat in ("mean", "max")
             },
         )
         .reset_index()
     )
     return (
-        _svg(figure)
+        image
         + _table(summary)
         + f'<p class="note">Straight lines between the saved weights of sampled pairs of ok '
         f"models, {n_points} points each, on the {split} split. Barrier height (Frankle et al. "
-        "2020): max over t of L(θ(t)) − ((1 − t)·L(θa) + t·L(θb)), for the loss and the error; "
+        "2020): max over t of L(θ(t)) − ((1 − t)·L(θa) + t·L(θb)), for the loss and the error "
+        "(a share of examples); "
         "≈ 0 means the two models are linearly connected (one basin). Hidden units are not "
         "aligned first, so a barrier can separate two copies of one function.</p>"
     )

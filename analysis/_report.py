@@ -1,7 +1,8 @@
 """``rashomon report``: one self-contained HTML page about a population and its Rashomon set.
 
-Plots are inline SVG drawn by matplotlib (Agg), tables plain HTML, no scripts and no links, so the
-page opens offline, attaches to an e-mail and survives being archived with the results.
+Plots are inline SVG drawn by matplotlib, tables plain HTML, no scripts and no links, so the page
+opens offline, attaches to an e-mail and survives being archived with the results. Every measure
+gets its own panel and y scale (they differ by orders of magnitude), its unit, and its definition.
 """
 
 from __future__ import annotations
@@ -15,38 +16,43 @@ import pandas as pd
 
 from rashomon.analysis._analyze import Analysis
 from rashomon.analysis._curves import epsilon_curve, model_count_curve
+from rashomon.analysis._figures import PANELS_PER_ROW, plain_numbers, unique_ids
 from rashomon.analysis._figures import figure as _figure
+from rashomon.analysis._figures import panels as _panels
 from rashomon.analysis._figures import svg as _svg
 from rashomon.analysis._figures import table as _table
+from rashomon.analysis._legend import FEW_EXAMPLES, FLATNESS_LEGEND, MEASURE_LEGEND
 from rashomon.analysis._multiplicity import MEASURES
 from rashomon.analysis._rashomon_set import metric_values, rashomon_set
 from rashomon.analysis._results import Results
 
-SHARE_MEASURES = ("ambiguity", "discrepancy", "disagreement", "vpr_mean", "score_std_mean")
-CAPACITY_LABEL = "Rashomon capacity (effective classes)"
+# the curves' panels; self-consistency is 1 − disagreement, the ratios describe the pool
+CURVE_MEASURES = (
+    "ambiguity",
+    "discrepancy",
+    "obscurity",
+    "disagreement",
+    "vpr_mean",
+    "vpr_share_ge_0.1",
+    "score_std_mean",
+    "rashomon_capacity_mean",
+    "rashomon_capacity_max",
+)
+# above this many models a scatter's points become one image: as vectors, 10,000 models
+# in 11 panels would be 11 MB of the page
+VECTOR_POINTS = 1000
 POOL_NOTE = (
     "Rashomon ratios here are pool-based — shares of the models that were trained — not the "
     "volumetric ratio of Semenova, Rudin & Parr (2022)."
 )
-FLATNESS_LABELS = {
-    "grad_norm": "gradient norm ‖∇L‖₂ (nats / parameter)",
-    "hessian_trace": "Hessian trace tr ∇²L (nats / parameter²)",
-    "hessian_trace_se": "s.e. of the Hessian trace (nats / parameter²)",
-    "hessian_top_eig": "top Hessian eigenvalue (nats / parameter²)",
-    "hessian_trace_adaptive": "adaptive trace tr(D ∇²L D) (nats)",
-    "fisher_trace": "Fisher / GGN trace (nats / parameter²)",
-    "sam_sharpness": "SAM sharpness (loss increase, nats)",
-    "asam_sharpness": "ASAM sharpness (loss increase, nats)",
-    "avg_sharpness": "average sharpness (loss increase, nats)",
-    "weight_norm": "weight norm ‖w‖₂ (parameter units)",
-    "dist_from_init": "distance from init ‖w − w₀‖₂ (parameter units)",
-}
 _STYLE = """
 body{font:15px/1.45 system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.6em}h2{font-size:1.25em;margin-top:2em;border-bottom:1px solid #ccc}
 table{border-collapse:collapse;margin:.5em 0}td,th{padding:.2em .7em;border-bottom:1px solid #eee;
 text-align:right}th{background:#f6f6f6}td:first-child,th:first-child{text-align:left}
-.note{color:#555;font-size:.9em}figure{margin:1em 0}svg{max-width:100%;height:auto}
+.legend td:nth-child(n+3),.legend th:nth-child(n+3){text-align:left}
+.notes td:last-child{text-align:left;color:#a40}.note{color:#555;font-size:.9em}.warn{color:#a40}
+figure{margin:1em 0}svg{max-width:100%;height:auto}
 """
 
 
@@ -64,14 +70,17 @@ def write_report(
 
 
 def render_report(analysis: Analysis, results: Results) -> str:
+    """The page as one string: deterministic for the same results and analysis."""
     chosen = analysis.rashomon_set
-    summary = analysis.to_json()
+    title = html.escape(
+        f"Rashomon report: {len(results.models)} models ({len(chosen.pool_model_ids)} ok), "
+        f"Rashomon set of {chosen.size}"
+    )
     sections = [
-        f"<h1>Rashomon report — {html.escape(results.location)}</h1>",
+        f"<h1>{title}</h1>",
         _overview(analysis, results),
         "<h2>Multiplicity of the Rashomon set</h2>",
-        _table(pd.DataFrame({"measure": MEASURES, "value": [summary[m] for m in MEASURES]})),
-        f'<p class="note">{POOL_NOTE}</p>',
+        _measures_table(analysis),
         "<h2>Rashomon set size and multiplicity against ε</h2>",
         _epsilon_section(analysis, results),
         "<h2>Multiplicity against the number of models</h2>",
@@ -87,8 +96,7 @@ def render_report(analysis: Analysis, results: Results) -> str:
         "<h2>Linear mode connectivity</h2>",
         _connectivity_section(results, analysis),
     ]
-    title = html.escape(f"Rashomon report: {chosen.size} models")
-    return (
+    return unique_ids(
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
         f"<style>{_STYLE}</style></head><body>{''.join(sections)}</body></html>"
     )
@@ -102,25 +110,47 @@ def _overview(analysis: Analysis, results: Results) -> str:
     varying = [c for c in ok.columns if c.startswith("hp_") and ok[c].nunique() > 1]
     seeds = {axis: ok[f"{axis}_seed"].nunique() for axis in ("init", "order", "data")}
     text = (
-        f"<p>{len(models)} models recorded. Seeds: {seeds['init']} init × {seeds['order']} "
-        f"order × {seeds['data']} data; hyperparameters that vary: "
-        f"{', '.join(c[3:] for c in varying) or 'none'}.</p>"
-        f"<p>Rashomon set: <b>{chosen.size}</b> of {len(chosen.pool_model_ids)} ok models with "
-        f"{html.escape(chosen.metric)} ≤ {chosen.threshold:.4g} (ε = {chosen.epsilon:g}, "
-        f"{'relative' if chosen.relative else 'absolute'}), chosen on "
-        f"validation data; baseline <code>{html.escape(chosen.baseline_model_id)}</code>. "
-        f"Multiplicity is measured on the {analysis.split} split "
-        f"({len(analysis.example_ids)} examples).</p>"
+        f"<p>Results folder <code>{html.escape(results.location)}</code>: {len(models)} models "
+        f"recorded. Seeds: {seeds['init']} init × {seeds['order']} order × {seeds['data']} data; "
+        f"hyperparameters that vary: {html.escape(', '.join(c[3:] for c in varying) or 'none')}."
+        f"</p><p>Rashomon set: <b>{chosen.size}</b> of {len(chosen.pool_model_ids)} ok models "
+        f"with {html.escape(chosen.metric)} ≤ {chosen.threshold:.4g} (ε = {chosen.epsilon:g}, "
+        f"{'relative' if chosen.relative else 'absolute'}), chosen on validation data; baseline "
+        f"<code>{html.escape(chosen.baseline_model_id)}</code>. Multiplicity is measured on the "
+        f"{html.escape(analysis.split)} split ({len(analysis.example_ids)} examples).</p>"
     )
-    figure, axes = _figure(1, 1)
-    values = metric_values(ok, chosen.metric)
-    axes.hist(values, bins=40, color="#999")
-    axes.axvline(
-        chosen.threshold, color="C3", label=f"Rashomon set threshold (ε = {chosen.epsilon:g})"
+    with _figure(1, 1, panel_height=2.8, width=6.5) as (figure, axes):
+        axes.hist(metric_values(ok, chosen.metric), bins=40, color="#999")
+        axes.axvline(chosen.threshold, color="C3")
+        axes.set(
+            title=f"the Rashomon set: models left of the red line (ε = {chosen.epsilon:g})",
+            xlabel=f"{chosen.metric} (validation)",
+            ylabel="ok models",
+        )
+        image = _svg(figure)
+    return text + _table(counts) + image
+
+
+def _measures_table(analysis: Analysis) -> str:
+    summary = analysis.to_json()
+    frame = pd.DataFrame(
+        [
+            {
+                "measure": name,
+                "value": summary[name],
+                "unit": MEASURE_LEGEND[name].unit,
+                "what it is": MEASURE_LEGEND[name].definition,
+                "worse when": MEASURE_LEGEND[name].worse,
+            }
+            for name in MEASURES
+        ]
     )
-    axes.set(xlabel=f"{chosen.metric} (validation, fraction)", ylabel="models")
-    axes.legend()
-    return text + _table(counts) + _svg(figure)
+    return (
+        _table(frame, "legend")
+        + f'<p class="note">On the {html.escape(analysis.split)} split; ambiguity, discrepancy '
+        "and obscurity compare each model of the set with its baseline (the set's best model), "
+        f"disagreement compares the set's models pairwise. {POOL_NOTE}</p>"
+    )
 
 
 def _epsilon_section(analysis: Analysis, results: Results) -> str:
@@ -146,22 +176,25 @@ def _epsilon_section(analysis: Analysis, results: Results) -> str:
         relative=chosen.relative,
         pool_predictions=analysis.measures.pool_predictions,
     )
-    figure, (size, shares, capacity) = _figure(1, 3)
-    size.plot(curve["epsilon"], curve["rashomon_set_size"], marker="o")
-    size.set(ylabel="models in the Rashomon set")
-    for measure in (*SHARE_MEASURES, "pattern_rashomon_ratio"):
-        shares.plot(curve["epsilon"], curve[measure], marker=".", label=measure)
-    shares.set(ylabel="fraction (of examples, models or patterns)")
-    shares.legend(fontsize=7)
-    for measure in ("rashomon_capacity_mean", "rashomon_capacity_max"):
-        capacity.plot(curve["epsilon"], curve[measure], marker=".", label=measure[18:])
-    capacity.set(ylabel=CAPACITY_LABEL)
-    capacity.legend(fontsize=7)
+    n_ok = len(chosen.pool_model_ids)
     rule = "relative" if chosen.relative else "absolute"
-    for axes in (size, shares, capacity):
-        axes.axvline(chosen.epsilon, color="C3", lw=0.8)
-        axes.set_xlabel(f"ε ({chosen.metric}, {rule})")
-    return _svg(figure) + f'<p class="note">{POOL_NOTE}</p>'
+    with _panels(2 + len(CURVE_MEASURES)) as (figure, panels):
+        size, *others = panels
+        size.plot(curve["epsilon"], curve["rashomon_set_size"], marker="o", ms=3)
+        size.set(title="Rashomon set size", ylabel="ok models")
+        ratio = size.secondary_yaxis("right", functions=(lambda n: n / n_ok, lambda r: r * n_ok))
+        ratio.set_ylabel(MEASURE_LEGEND["rashomon_ratio"].label)
+        for axes in panels:
+            axes.axvline(chosen.epsilon, color="C3", lw=0.8)
+        for axes, name in zip(others, ["pattern_rashomon_ratio", *CURVE_MEASURES], strict=True):
+            _measure_panel(axes, curve["epsilon"], curve[name], name)
+        figure.supxlabel(f"ε: how far above the best {chosen.metric} a model may be ({rule})")
+        image = _svg(figure)
+    return image + (
+        f'<p class="note">One panel and y scale per measure. Red line: the chosen ε = '
+        f"{chosen.epsilon:g}. Rashomon ratio (right axis of the first panel): the set's share of "
+        f"the {n_ok} ok models. {POOL_NOTE}</p>"
+    )
 
 
 def _model_count_section(analysis: Analysis, results: Results) -> str:
@@ -169,19 +202,16 @@ def _model_count_section(analysis: Analysis, results: Results) -> str:
     if chosen.size < 2:
         return "<p>The Rashomon set has one model: nothing to draw.</p>"
     curve = model_count_curve(results.probabilities(analysis.split, chosen.model_ids))
-    figure, (shares, capacity) = _figure(1, 2)
-    panels = [(shares, SHARE_MEASURES, "fraction (of examples or models)"),
-              (capacity, ("rashomon_capacity_mean",), CAPACITY_LABEL)]  # fmt: skip
-    for axes, measures, label in panels:
-        for measure in measures:
-            part = curve[curve["measure"] == measure]
-            (line,) = axes.plot(part["size"], part["mean"], marker=".", label=measure)
-            axes.fill_between(part["size"], part["low"], part["high"], color=line.get_color(),
-                              alpha=0.2)  # fmt: skip
-        axes.set_xscale("log", base=2)
-        axes.set(xlabel="models drawn from the Rashomon set", ylabel=label)
-        axes.legend(fontsize=7)
-    return _svg(figure) + (
+    with _panels(len(CURVE_MEASURES)) as (figure, panels):
+        for axes, name in zip(panels, CURVE_MEASURES, strict=True):
+            part = curve[curve["measure"] == name]
+            axes.fill_between(part["size"], part["low"], part["high"], alpha=0.25)
+            _measure_panel(axes, part["size"], part["mean"], name)
+            axes.set_xscale("log", base=2)
+            plain_numbers(axes.xaxis)
+        figure.supxlabel("models drawn from the Rashomon set (its baseline always among them)")
+        image = _svg(figure)
+    return image + (
         '<p class="note">Mean over 30 random draws per size, band: central 95% of the draws. '
         "Multiplicity grows with the number of models, so compare sets at equal size.</p>"
     )
@@ -189,24 +219,34 @@ def _model_count_section(analysis: Analysis, results: Results) -> str:
 
 def _histograms(analysis: Analysis) -> str:
     measures = analysis.measures
-    figure, (left, right) = _figure(1, 2)
-    left.hist(measures.viable_prediction_range, bins=50, color="C0")
-    left.set(xlabel="viable prediction range (probability)", ylabel="examples", yscale="log")
-    right.hist(measures.rashomon_capacity, bins=50, color="C1")
-    right.set(xlabel="Rashomon capacity (effective number of classes)", ylabel="examples",
-              yscale="log")  # fmt: skip
-    return _svg(figure)
+    with _figure(1, 2, panel_height=2.8) as (figure, (left, right)):
+        for axes, values, title, name, color in (
+            (left, measures.viable_prediction_range, "viable prediction range", "vpr_mean", "C0"),
+            (right, measures.rashomon_capacity, "Rashomon capacity", "rashomon_capacity_mean",
+             "C1"),
+        ):  # fmt: skip
+            axes.hist(values, bins=50, color=color)
+            axes.set(title=f"{title} per example", xlabel=MEASURE_LEGEND[name].unit,
+                     ylabel="examples", yscale="log")  # fmt: skip
+            plain_numbers(axes.yaxis)
+        image = _svg(figure)
+    return image + (
+        f'<p class="note">{len(analysis.example_ids)} examples of the '
+        f"{html.escape(analysis.split)} split; log scale: the examples that the set predicts "
+        "differently are usually few.</p>"
+    )
 
 
 def _decomposition_section(analysis: Analysis) -> str:
     shares = analysis.source_decomposition
-    figure, axes = _figure(1, 1, height=2.8)
-    axes.barh(list(shares), list(shares.values()), color="C2")
-    axes.invert_yaxis()
-    axes.set(
-        xlabel="share of per-example prediction variance (averaged over examples)", xlim=(0, 1)
-    )
-    return _svg(figure) + (
+    with _figure(1, 1, panel_height=0.45 * len(shares) + 1.0, width=7.5) as (figure, axes):
+        bars = axes.barh(list(shares), list(shares.values()), color="C2")
+        axes.bar_label(bars, fmt="%.2f", padding=3)
+        axes.invert_yaxis()
+        axes.set(xlabel="share of per-example prediction variance (mean over examples)",
+                 xlim=(0, 1))  # fmt: skip
+        image = _svg(figure)
+    return image + (
         '<p class="note">Sequential main-effect sums of squares over the Rashomon set, in the '
         "order init, order, data, hyperparameters; exact and order-free for a balanced factorial "
         "design. init/order/hyperparameters are procedural sources, data (bootstrap) statistical."
@@ -218,9 +258,19 @@ def _subgroup_section(analysis: Analysis) -> str:
     if not analysis.subgroups:
         return "<p>The job defines no <code>groups</code> columns.</p>"
     parts = []
+    few = False
     for column, values in analysis.subgroups.items():
         frame = pd.DataFrame.from_dict(values, orient="index").rename_axis(column).reset_index()
-        parts.append(f"<h3>{html.escape(column)}</h3>" + _table(frame))
+        small = frame["n_examples"] < FEW_EXAMPLES
+        few |= bool(small.any())
+        frame["note"] = np.where(small, f"few examples (< {FEW_EXAMPLES})", "")
+        parts.append(f"<h3>{html.escape(column)}</h3>" + _table(frame, "notes"))
+    if few:
+        parts.append(
+            f'<p class="note warn">Subgroups with fewer than {FEW_EXAMPLES} examples: one '
+            f"example moves their shares by more than 1/{FEW_EXAMPLES}, and their Rashomon "
+            "capacity max is a single example; read them as anecdotes, not rates.</p>"
+        )
     return "".join(parts)
 
 
@@ -235,19 +285,21 @@ def _flatness_section(analysis: Analysis, results: Results) -> str:
     statistics = list(summary["statistics"])
     ok = results.models[results.models["status"] == "ok"]
     inside = ok["model_id"].isin(analysis.rashomon_set.model_ids).to_numpy()
-    n_rows = -(-len(statistics) // 4)
-    figure, panels = _figure(n_rows, 4, height=2.9 * n_rows)
-    panels = np.ravel(panels)
-    for axes, name in zip(panels, statistics, strict=False):
-        for members, color, label in ((~inside, "#999", "other ok models"),
-                                      (inside, "C3", "Rashomon set")):  # fmt: skip
-            axes.scatter(ok.loc[members, name], ok.loc[members, "test_acc"], c=color, s=6,
-                         label=label)  # fmt: skip
-        _flatness_scale(axes, ok[name].to_numpy(dtype=float, na_value=np.nan))
-        axes.set(xlabel=FLATNESS_LABELS[name], ylabel="test accuracy (fraction)")
-    panels[0].legend(fontsize=7)
-    for axes in panels[len(statistics) :]:
-        axes.set_axis_off()
+    dense = len(ok) > VECTOR_POINTS
+    with _panels(len(statistics), panel_height=2.4) as (figure, panels):
+        for axes, name in zip(panels, statistics, strict=True):
+            for members, color, label in ((~inside, "#999", "other ok models"),
+                                          (inside, "C3", "Rashomon set")):  # fmt: skip
+                axes.scatter(ok.loc[members, name], ok.loc[members, "test_acc"], c=color,
+                             s=2 if dense else 7, label=label, rasterized=dense)  # fmt: skip
+            _flatness_scale(axes, ok[name].to_numpy(dtype=float, na_value=np.nan))
+            legend = FLATNESS_LEGEND[name]
+            axes.set(title=legend.label, xlabel=legend.unit)
+        for axes in panels[::PANELS_PER_ROW]:
+            axes.set_ylabel("test accuracy")
+        figure.legend(*panels[0].get_legend_handles_labels(), loc="outside upper center",
+                      ncols=2)  # fmt: skip
+        image = _svg(figure)
     table = pd.DataFrame.from_dict(
         {
             name: {
@@ -265,9 +317,12 @@ def _flatness_section(analysis: Analysis, results: Results) -> str:
         orient="index",
         dtype=float,
     ).astype({"models": int})
+    definitions = "; ".join(
+        f"<b>{name}</b>: {html.escape(FLATNESS_LEGEND[name].definition)}" for name in statistics
+    )
     axes_text = ", ".join(summary["axes"]) or "none vary"
     return (
-        _svg(figure)
+        image
         + _table(table.rename_axis("statistic").reset_index())
         + '<p class="note">Kendall τ-b over the ok models with test accuracy and with the '
         "generalisation gap (val_loss − train_loss); Ψ: the granulated τ of Jiang et al. (2020), "
@@ -275,8 +330,18 @@ def _flatness_section(analysis: Analysis, results: Results) -> str:
         "differ in that axis alone (same other hyperparameters and seeds); τ disagreement: with "
         "each set member's disagreement with the rest of the Rashomon set. A sharpness statistic "
         "that predicts generalisation has τ &lt; 0 with accuracy and τ &gt; 0 with the gap. "
-        "L is the mean cross-entropy (nats) on the curvature set.</p>"
+        "L is the mean cross-entropy (nats) on the curvature set; a higher value means a sharper "
+        f'minimum (or larger weights).</p><p class="note">{definitions}.</p>'
     )
+
+
+def _measure_panel(axes, x, y, name: str) -> None:
+    """One measure on its own scale, from its floor (0, or 1 class) so that a flat or tiny curve
+    looks flat and tiny; call it after drawing anything else on ``axes``."""
+    legend = MEASURE_LEGEND[name]
+    axes.plot(x, y, marker=".", color="C0")
+    axes.set(title=legend.label, ylabel=legend.unit)
+    axes.set_ylim(bottom=1.0 if legend.unit == "effective classes" else 0.0)
 
 
 def _flatness_scale(axes, values: np.ndarray) -> None:
@@ -284,10 +349,19 @@ def _flatness_scale(axes, values: np.ndarray) -> None:
     magnitudes = np.abs(values[np.isfinite(values) & (values != 0)])
     if len(magnitudes) == 0 or magnitudes.max() <= 100 * magnitudes.min():
         return
-    if (values[np.isfinite(values)] > 0).all():
+    finite = values[np.isfinite(values)]
+    if (finite > 0).all():
         axes.set_xscale("log")
     else:
-        axes.set_xscale("symlog", linthresh=float(np.quantile(magnitudes, 0.1)))
+        # ticks at 0 and every other power of ten down to linthresh, itself a power of ten a
+        # decade's width from 0: a tick per decade would overlap its neighbours' labels
+        low = int(np.floor(np.log10(np.quantile(magnitudes, 0.1))))
+        high = int(np.floor(np.log10(magnitudes.max())))
+        axes.set_xscale("symlog", linthresh=10.0**low)
+        decades = 10.0 ** np.arange(high, low - 1, -2)
+        sides = [side for side in (-1, 1) if (side * finite > 0).any()]
+        axes.set_xticks(sorted({0.0, *(side * d for side in sides for d in decades)}))
+    plain_numbers(axes.xaxis)
 
 
 def _connectivity_section(results: Results, analysis: Analysis) -> str:

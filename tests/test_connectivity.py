@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from _svg import figures, size, texts
 from _synthetic import write_examples, write_pack
 from safetensors.torch import save_file
 
@@ -238,6 +239,14 @@ def test_report_section_draws_paths_and_tabulates_barriers(folder):
     section = connectivity_section(results, rashomon_set(results.models), n_pairs=3)
     assert section.count("<figure><svg") == 1 and "<table" in section
     assert "both in the Rashomon set" in section and "one or both outside" in section
+    (svg,) = figures(section)
+    width, height = size(svg)
+    laid_out = texts(svg)
+    assert "test loss along the path" in [text.content for text in laid_out]
+    for text in laid_out:
+        x0, y0, x1, y1 = text.box
+        assert x0 >= -0.5 and y0 >= -0.5 and x1 <= width + 0.5 and y1 <= height + 0.5, text
+        assert text.css_px >= 10, text
 
 
 def test_a_folder_without_weights_is_refused(folder, tmp_path):
