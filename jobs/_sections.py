@@ -303,7 +303,9 @@ class FlatnessConfig(Section):
     The probe counts are SPEC §8's; the curvature set is 512 training examples rather than 2,048,
     which keeps the statistics near a fifth of the training time of the reference workload
     (README, Performance). Every setting can be changed per job or afterwards with
-    ``rashomon flatness DIR --set key=value``.
+    ``rashomon flatness DIR --set key=value``. Lanczos stops a model when the residual of its top
+    Ritz pair is at most ``eig_tolerance`` × the eigenvalue, or after ``eig_iterations`` steps;
+    ``avg_sharpness`` averages ``avg_pairs`` antithetic pairs (δ, −δ), two losses each.
     """
 
     enabled: Annotated[bool, Strict()] = True
@@ -316,8 +318,18 @@ class FlatnessConfig(Section):
     asam_rho: Positive = 0.5
     asam_eta: Annotated[float, Strict(), AllowInfNan(False), at.Ge(0)] = 0.01
     avg_sigma: Positive = 0.05
-    avg_samples: PositiveInt = 16
+    avg_pairs: PositiveInt = 8
     seed: NonNegativeInt = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, values: Any) -> Any:
+        if isinstance(values, Mapping) and "avg_samples" in values:
+            raise ValueError(
+                "avg_samples is now avg_pairs: avg_sharpness averages antithetic pairs (δ, −δ), "
+                "and avg_pairs: 8 costs what avg_samples: 16 did"
+            )
+        return values
 
 
 def _pack_size(value: Any) -> int | Literal["auto"]:
