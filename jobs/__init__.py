@@ -19,6 +19,7 @@ from rashomon.jobs._expand import (
     iter_variants,
     model_id,
 )
+from rashomon.jobs._redact import redact
 from rashomon.jobs._spec import (
     FLATNESS_COLUMNS,
     HYPERPARAMETERS,
@@ -52,4 +53,5 @@ __all__ = [
     "parse_job",
     "prepare_dataset",
     "prepare_job_dataset",
+    "redact",
 ]
