@@ -130,8 +130,15 @@ def _silence_stdout() -> None:
         os.close(devnull)
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        """argparse's error, with what the user typed made safe for the terminal."""
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {_printable(message)}\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="rashomon",
         description="Train populations of models on Ray and measure how much equally good "
         "models disagree.",

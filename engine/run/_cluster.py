@@ -30,8 +30,9 @@ def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: i
 
     if ray.is_initialized():
         return ray
-    main_thread = threading.current_thread() is threading.main_thread()
-    on_sigterm = signal.getsignal(signal.SIGTERM) if main_thread else None
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    # None: a handler set outside Python, which cannot be given back
+    on_sigterm = signal.getsignal(signal.SIGTERM) if in_main_thread else None
     try:
         if address is None:
             ray.init(
@@ -52,12 +53,10 @@ def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: i
             "else start one with `ray start --head`, or omit --address and unset RAY_ADDRESS "
             "for an embedded Ray"
         ) from None
-    if main_thread:
-        # Ray's core worker makes SIGTERM abort the driver (exit 134 and a stack dump): keep the
-        # handler that was there, else stop as on Ctrl-C, so that a scheduler's or a user's
-        # `kill` stops the run cleanly (its trainers are stopped, a rerun resumes)
-        keep = callable(on_sigterm) or on_sigterm == signal.SIG_IGN
-        signal.signal(signal.SIGTERM, on_sigterm if keep else signal.default_int_handler)
+    if on_sigterm is not None:
+        # Ray's core worker makes SIGTERM abort the process (exit 134 and a stack dump): give it
+        # back its handler (the command line's stops a run as Ctrl-C does; a rerun resumes)
+        signal.signal(signal.SIGTERM, on_sigterm)
     return ray
 
 

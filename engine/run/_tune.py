@@ -248,8 +248,9 @@ def _storage(url: str):
             return JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
         except OSError as error:
             raise UserError(
-                f"--storage {redact(url)}: cannot open the journal file ({error.strerror}); give "
-                "a file in an existing, writable folder (on a cluster, one every node shares)"
+                f"--storage {redact(url)}: cannot open the journal file "
+                f"({error.strerror or error}); give a file in an existing, writable folder (on a "
+                "cluster, one that every node shares)"
             ) from None
     try:
         return optuna.storages.RDBStorage(url)
