@@ -298,6 +298,14 @@ def test_a_report_on_a_full_disk_is_one_line_and_exit_2(results, tmp_path):
     assert f"{target}: cannot write the report (File too large)" in line
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full here")
+def test_a_report_onto_a_full_device_is_one_line_and_exit_2(results, capsys):
+    """/dev/full takes no byte: every write to it fails with ENOSPC, as on a full disk."""
+    assert main(["report", str(results), "--html", "/dev/full"]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert "/dev/full: cannot write the report (No space left on device)" in line
+
+
 # --- tune's storage ---------------------------------------------------------------------------
 
 
