@@ -234,14 +234,16 @@ def test_analyze_into_a_closed_pipe_exits_quietly(results):
 # --- folders that cannot be written ------------------------------------------------------------
 
 
+PRCTL = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child only calls it
+
+
 def _drop_root_override() -> None:
     """In the child: root loses the capabilities that let it write where permissions forbid
     (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER), from its bounding set so that they are
     not given back by the exec that follows."""
     if os.geteuid() == 0:
-        libc = ctypes.CDLL(None, use_errno=True)
         for capability in (1, 2, 3):
-            if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            if PRCTL(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
                 raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
 
 
