@@ -1,50 +1,157 @@
-"""The ``rashomon`` command line (SPEC §3).
+"""The ``rashomon`` command line.
 
-A mistake the user can fix (``UserError``) ends with one line on stderr and exit status 2 and no
-traceback; any other exception is a bug and keeps its traceback.
+Every failure ends in one line on stderr and no traceback: a mistake the user can fix
+(``UserError``) exits 2; a run that stopped early (``RunFailed``) or a failure of the system (a full
+disk, a vanished mount) exits 1; Ctrl-C or SIGTERM stops the command cleanly and exits 130 or 143,
+and a second one cannot break the clean-up into a traceback. Whatever is printed may quote data
+(column names, values, error texts), so control characters are escaped before they reach the
+terminal, and URL passwords are masked.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from rashomon.jobs import UserError
+from rashomon.jobs import UserError, printable, redact
 
 OUT_HELP = (
     "results folder: a path (shared across nodes on a cluster) or a pyarrow.fs URL such as "
     "s3://bucket/prefix (default results/<job name>)"
 )
+RESUME = "run the same command again to resume"
+# C0 and C1 controls but the newline, DEL, and the invisible Unicode formatting and bidi controls
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
+    """Run one command; ``argv=None`` means the process is the ``rashomon`` command, which exits
+    right after, so Ctrl-C and SIGTERM stay ignored until it has (Python's own shutdown takes a
+    second or two after a run)."""
+    args = _parser().parse_args(argv)
+    resume = f"; {RESUME}" if args.name in ("run", "tune") else ""
+    with _interrupts(restore=argv is not None) as received:
+        ray_was_running = _ray_running()
+        try:
+            code = args.command(args)
+            sys.stdout.flush()
+            return code
+        except UserError as error:
+            return _fail(f"error: {error}", 2)
+        except KeyboardInterrupt:  # Ray re-raises it without our arguments
+            signum = received[0] if received else signal.SIGINT
+            how = "" if signum == signal.SIGINT else f" by {signal.Signals(signum).name}"
+            return _fail(f"interrupted{how}{resume}", 128 + signum)
+        except BrokenPipeError:  # the reader went away (`rashomon analyze DIR | head -1`)
+            _silence_stdout()
+            return 128 + signal.SIGPIPE
+        except OSError as error:  # the system's: a full disk, a read-only or vanished folder
+            return _fail(f"error: {error}{resume}", 1)
+        finally:
+            _ignore_interrupts()  # the clean-up must not be broken into
+            if not ray_was_running:
+                _stop_ray()
+
+
+def _printable(text: str) -> str:
+    """``text`` safe for a terminal and a log: control characters escaped, passwords masked."""
+    return printable(redact(text), newlines=True)
+
+
+def _say(text: str) -> None:
+    print(_printable(text))
+
+
+def _fail(message: str, code: int) -> int:
+    with contextlib.suppress(OSError):  # stderr may be a closed pipe too
+        print(f"rashomon: {_printable(message)}", file=sys.stderr)
+    return code
+
+
+@contextlib.contextmanager
+def _interrupts(restore: bool = True) -> Iterator[list[int]]:
+    """Ctrl-C and SIGTERM raise ``KeyboardInterrupt`` once (the signals received are listed in
+    what it yields), then are ignored until the command has cleaned up: stopped its trainers and
+    Ray. A signal that was ignored stays so."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def interrupt(signum: int, frame) -> None:
+        _ignore_interrupts()
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    for number, handler in saved.items():
+        if handler not in (signal.SIG_IGN, None):  # None: a handler not set from Python
+            signal.signal(number, interrupt)
     try:
-        return args.command(args)
-    except UserError as error:
-        print(f"rashomon: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("rashomon: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
+        yield received
+    finally:
+        for number, handler in saved.items():
+            if restore and handler is not None:
+                signal.signal(number, handler)
+
+
+def _ignore_interrupts() -> None:
+    if threading.current_thread() is threading.main_thread():
+        for number in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(number) is not None:  # None: a handler not set from Python
+                signal.signal(number, signal.SIG_IGN)
+
+
+def _ray_running() -> bool:
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
+
+
+def _stop_ray() -> None:
+    """Stop the Ray this command started (the embedded one, or its connection to a cluster).
+    Ray's shutdown resets SIGTERM to its default action: a second SIGTERM then ends the process
+    at once, quietly, as a stopped process ends (status 143); its Ray processes go with it."""
+    if _ray_running():
+        sys.modules["ray"].shutdown()
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush does not fail again."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # not a real file
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        """argparse's error, with what the user typed made safe for the terminal."""
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {_printable(message)}\n")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="rashomon",
         description="Train populations of models on Ray and measure how much equally good "
         "models disagree.",
+        epilog="exit status: 0 done; 1 some models failed, or the run stopped early (run the "
+        "same command again to resume); 2 a mistake in the job, the arguments or the files; "
+        "130 / 143 stopped by Ctrl-C / SIGTERM (run it again to resume).",
     )
-    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND", dest="name")
 
     run = commands.add_parser("run", help="train every model of a job (resumes a stopped run)")
-    run.add_argument("job", type=Path, help="the job YAML")
-    run.add_argument("--out", help=OUT_HELP)
+    run.add_argument("job", type=Path, metavar="JOB", help="the job YAML")
+    run.add_argument("--out", metavar="DIR", help=OUT_HELP)
     run.add_argument(
         "--address",
+        metavar="ADDR",
         help="Ray cluster to join: auto or HOST:PORT (default: "
         "RAY_ADDRESS, else an embedded local Ray)",
     )
@@ -55,39 +162,55 @@ def _parser() -> argparse.ArgumentParser:
     tune = commands.add_parser(
         "tune", help="an Optuna search where every trial trains a cohort of seeds"
     )
-    tune.add_argument("job", type=Path, help="the job YAML, with a search: section")
-    tune.add_argument("--trials", type=int, required=True, help="completed trials wanted")
-    tune.add_argument("--out", help=OUT_HELP)
+    tune.add_argument("job", type=Path, metavar="JOB", help="the job YAML, with a search: section")
+    tune.add_argument(
+        "--trials",
+        type=int,
+        required=True,
+        metavar="N",
+        help="completed trials the study should hold (a rerun continues the study)",
+    )
+    tune.add_argument("--out", metavar="DIR", help=OUT_HELP)
     tune.add_argument(
         "--storage",
-        help="Optuna storage URL (default sqlite:///DIR/study.db; postgresql://…; "
-        "journal:PATH for a journal file on shared storage)",
+        metavar="URL",
+        help="Optuna storage (default sqlite:///DIR/study.db; postgresql://…; journal:PATH "
+        "for a journal file on storage every node shares); its password is never printed",
     )
-    tune.add_argument("--study", help="study name (default: the job name)")
-    tune.add_argument("--address", help="Ray cluster to join (as for run)")
+    tune.add_argument("--study", metavar="NAME", help="study name (default: the job name)")
+    tune.add_argument("--address", metavar="ADDR", help="Ray cluster to join (as for run)")
     tune.add_argument("--quiet", action="store_true", help="no progress bar")
     tune.set_defaults(command=_tune)
 
     status = commands.add_parser("status", help="done / pending / failed models of a run")
-    status.add_argument("dir", help="results folder: a path or a pyarrow.fs URL")
+    status.add_argument("dir", metavar="DIR", help="results folder: a path or a pyarrow.fs URL")
     status.set_defaults(command=_status)
 
     analyze = commands.add_parser(
         "analyze", help="Rashomon set, predictive multiplicity and where it comes from"
     )
     _set_options(analyze)
-    analyze.add_argument("--json", action="store_true", help="one JSON object (SPEC §6 keys)")
+    analyze.add_argument(
+        "--json", action="store_true", help="print one JSON object instead of the table"
+    )
     analyze.set_defaults(command=_analyze)
 
     report = commands.add_parser("report", help="a self-contained HTML report with plots")
     _set_options(report)
-    report.add_argument("--html", type=Path, help="output file (default DIR/report.html)")
+    report.add_argument(
+        "--html",
+        type=Path,
+        metavar="FILE",
+        help="output file (default DIR/report.html, or ./report.html for a URL)",
+    )
     report.set_defaults(command=_report)
 
     flatness = commands.add_parser(
         "flatness", help="(re)compute the flat-minima statistics from saved weights"
     )
-    flatness.add_argument("dir", help="results folder of a `rashomon run` (path or URL)")
+    flatness.add_argument(
+        "dir", metavar="DIR", help="results folder of a `rashomon run` (path or URL)"
+    )
     flatness.add_argument(
         "--set",
         action="append",
@@ -110,31 +233,37 @@ def _run(args) -> int:
     if args.dry_run:
         from rashomon.engine.run import describe_plan
 
-        print(describe_plan(job, out))
+        _say(describe_plan(job, out))
         return 0
-    from rashomon.engine.run import run_job
+    from rashomon.engine.run import RunFailed, run_job
 
-    summary = run_job(job, out, address=args.address, show_progress=not args.quiet)
-    print(summary.line())
+    try:
+        summary = run_job(job, out, address=args.address, show_progress=not args.quiet)
+    except RunFailed as error:
+        return _fail(f"error: {error}", 1)
+    _say(summary.line())
     return 1 if summary.failed else 0
 
 
 def _tune(args) -> int:
-    from rashomon.engine.run import describe_tune, tune_job
+    from rashomon.engine.run import RunFailed, describe_tune, tune_job
     from rashomon.jobs import load_job
 
     job = load_job(args.job)
     out = args.out or f"results/{job.name}"
-    summary = tune_job(
-        job, out, args.trials, args.storage, args.study, args.address, not args.quiet
-    )
-    print(describe_tune(summary))
+    try:
+        summary = tune_job(
+            job, out, args.trials, args.storage, args.study, args.address, not args.quiet
+        )
+    except RunFailed as error:
+        return _fail(f"error: {error}", 1)
+    _say(describe_tune(summary))
     return 0
 
 
 def _status(args) -> int:
     text, failed = describe_status(args.dir)
-    print(text)
+    _say(text)
     return 1 if failed else 0
 
 
@@ -164,7 +293,9 @@ def describe_status(location: str) -> tuple[str, int]:
 
 
 def _set_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dir", help="results folder: a path or a pyarrow.fs URL (s3://...)")
+    parser.add_argument(
+        "dir", metavar="DIR", help="results folder: a path or a pyarrow.fs URL (s3://...)"
+    )
     parser.add_argument(
         "--epsilon", type=float, default=0.01, help="Rashomon set tolerance (default 0.01)"
     )
@@ -197,16 +328,27 @@ def _analyze(args) -> int:
     from rashomon.analysis import format_table
 
     analysis = _analysis(args)
-    print(json.dumps(analysis.to_json(), indent=2) if args.json else format_table(analysis))
+    _say(json.dumps(analysis.to_json(), indent=2) if args.json else format_table(analysis))
     return 0
 
 
 def _report(args) -> int:
     from rashomon.analysis import open_results, write_report
 
+    if args.html is not None and args.html.is_dir():
+        example = args.html / "report.html"
+        raise UserError(f"--html {args.html}: is a folder; give a file, e.g. --html {example}")
     results = open_results(args.dir)
-    target = write_report(results, _analysis(args, results), args.html)
-    print(f"report written to {target}")
+    analysis = _analysis(args, results)
+    try:
+        target = write_report(results, analysis, args.html)
+    except OSError as error:
+        where = error.filename or args.html or f"{args.dir}/report.html"
+        raise UserError(
+            f"{where}: cannot write the report ({_reason(error)}); choose a writable file with "
+            "--html FILE"
+        ) from None
+    _say(f"report written to {target}")
     return 0
 
 
@@ -219,9 +361,20 @@ def _flatness(args) -> int:
         if not sep:
             raise UserError(f"--set {item}: expected KEY=VALUE, e.g. --set trace_probes=64")
         overrides[key.strip()] = value.strip()
-    measured, config = recompute_flatness(args.dir, overrides)
-    print(f"flatness statistics written for {measured} models ({config.model_dump()})")
+    try:
+        measured, config = recompute_flatness(args.dir, overrides)
+    except OSError as error:
+        raise UserError(
+            f"{error.filename or args.dir}: cannot update the results ({_reason(error)}); if the "
+            "folder is read-only or full, make it writable or copy it elsewhere, and run again"
+        ) from None
+    _say(f"flatness statistics written for {measured} models ({config.model_dump()})")
     return 0
+
+
+def _reason(error: OSError) -> str:
+    """The system's words for an error, without the temporary file names pyarrow adds."""
+    return os.strerror(error.errno) if error.errno else str(error)
 
 
 def _datasets(args) -> int:
@@ -231,7 +384,7 @@ def _datasets(args) -> int:
     for d in builtin_datasets():
         groups = ",".join(d.groups) or "-"
         rows.append((d.name, d.rows, d.features, d.classes, d.target, groups, d.description))
-    print(_table(rows))
+    _say(_table(rows))
     return 0
 
 

@@ -23,6 +23,7 @@ from rashomon.jobs._expand import (
 from rashomon.jobs._load import load_job, load_job_text, parse_job
 from rashomon.jobs._sections import FLATNESS_COLUMNS, FlatnessConfig, Job
 from rashomon.jobs._space import HYPERPARAMETERS, column_value
+from rashomon.jobs._text import printable, redact
 
 __all__ = [
     "FLATNESS_COLUMNS",
@@ -46,5 +47,7 @@ __all__ = [
     "parse_job",
     "prepare_dataset",
     "prepare_job_dataset",
+    "printable",
+    "redact",
     "sample_variants",
 ]

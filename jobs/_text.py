@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -80,14 +81,33 @@ def _key(key: Any) -> str:
     return repr(key[: SHOW_CHARS + 1])[1:-1] if isinstance(key, str) else next(_pieces(key, 0))
 
 
-def printable(text: str) -> str:
-    """`text` with control characters escaped (``\\x1b``): names and paths from files and jobs
-    go to a terminal, where a raw escape sequence could rewrite what the user sees."""
-    return (
-        text
-        if text.isprintable()
-        else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-    )
+# C0 and C1 controls, zero-width and bidirectional marks: what can move a terminal's cursor,
+# hide text or reorder it. The newline is one of them only where a value must stay on one line.
+_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+_CONTROL_OR_NEWLINE = re.compile(_CONTROL.pattern[:-1] + "\n]")
+
+
+def printable(text: str, *, newlines: bool = False) -> str:
+    """`text` with control characters escaped (``\\x1b``): names, values and errors from files and
+    jobs go to a terminal or a log, where a raw escape sequence could rewrite what the user sees.
+    ``newlines`` keeps line breaks (whole messages); otherwise they are escaped too (one value)."""
+    pattern = _CONTROL if newlines else _CONTROL_OR_NEWLINE
+    return pattern.sub(lambda m: ascii(m.group())[1:-1], text)
+
+
+# the password runs to the last "@" before the path: a raw "@" inside it is common
+_USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*):[^/\s]*@")
+_QUERY = re.compile(
+    r"(?P<head>[?&;](?:password|passwd|pwd|secret|secret_key|token|sas_token)=)[^&;\s]*",
+    re.IGNORECASE,
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with the password of every URL in it replaced by ``***``: a storage or results URL
+    may carry one (``postgresql://user:secret@host/db``, ``?password=…``), and whatever rashomon
+    prints or stores ends up in logs, notebooks and shared study databases."""
+    return _QUERY.sub(r"\g<head>***", _USERINFO.sub(r"\g<head>:***@", text))
 
 
 def type_name(value: Any) -> str:

@@ -6,11 +6,17 @@ Ray has no authentication, so anything that can reach its ports can run code on 
 127.0.0.1 — which is why this module, and nothing before it, imports Ray. The dashboard is never
 started by rashomon. ``address="local"`` always starts a fresh embedded instance instead of
 joining whatever cluster a stale ``ray_current_cluster`` file points at.
+
+Workers' output is not streamed to the driver: every failure of a trainer reaches the driver as an
+exception and is reported there in one line, which the workers' own tracebacks would only repeat
+(they stay in Ray's session logs, ``/tmp/ray/session_latest/logs``).
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import threading
 
 from rashomon.jobs import UserError
 
@@ -24,6 +30,9 @@ def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: i
 
     if ray.is_initialized():
         return ray
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    # None: a handler set outside Python, which cannot be given back
+    on_sigterm = signal.getsignal(signal.SIGTERM) if in_main_thread else None
     try:
         if address is None:
             ray.init(
@@ -32,9 +41,10 @@ def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: i
                 num_cpus=num_cpus,
                 num_gpus=num_gpus,
                 logging_level="ERROR",
+                log_to_driver=False,
             )
         else:
-            ray.init(address=address, logging_level="ERROR")
+            ray.init(address=address, logging_level="ERROR", log_to_driver=False)
     except ConnectionError as error:
         raise UserError(
             f"--address {address}: cannot join a Ray cluster there ({error}); if the cluster "
@@ -43,6 +53,10 @@ def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: i
             "else start one with `ray start --head`, or omit --address and unset RAY_ADDRESS "
             "for an embedded Ray"
         ) from None
+    if on_sigterm is not None:
+        # Ray's core worker makes SIGTERM abort the process (exit 134 and a stack dump): give it
+        # back its handler (the command line's stops a run as Ctrl-C does; a rerun resumes)
+        signal.signal(signal.SIGTERM, on_sigterm)
     return ray
 
 

@@ -9,8 +9,11 @@ what makes a rerun after a kill resume exactly where the files say the run stopp
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
+import re
+import sys
 import time
 import uuid
 from collections import Counter, deque
@@ -28,6 +31,13 @@ IN_FLIGHT_PER_WORKER = 2
 MAX_ATTEMPTS = 3
 START_TIMEOUT = 600.0  # seconds to wait for a trainer to start while no pack is in flight
 FINISHED = ("ok", "diverged")
+# a results folder that cannot take a pack's files cannot take any other's: retrying is futile
+UNWRITABLE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+class RunFailed(Exception):
+    """The run stopped before its end (the results folder cannot take more files); what is
+    written stays, and running the same command again resumes."""
 
 
 @dataclass
@@ -180,6 +190,7 @@ class _Scheduler:
                     self._replace_actor(index, actor)
                     done = self._retry_or_fail(pack, attempts, queue, "its worker died", progress)
                 except self.ray.exceptions.RayTaskError as error:
+                    self._stop_if_unwritable(error)
                     done = self._retry_or_fail(pack, attempts, queue, _short(error), progress)
                 else:
                     self.summary.trained += outcome["models"]
@@ -198,13 +209,18 @@ class _Scheduler:
         lost node fails its actor's packs); with none in flight only a start can come, and the
         cluster may never have room for it."""
         waiting = [*in_flight, *self.starting]
+        if not waiting:
+            raise UserError(
+                f"no trainer is running and none has started ({self.start_error}); run the "
+                "same command again to resume"
+            )
         timeout = None if in_flight else START_TIMEOUT
-        ready, _ = self.ray.wait(waiting, num_returns=1, timeout=timeout) if waiting else ([], [])
+        ready, _ = self.ray.wait(waiting, num_returns=1, timeout=timeout)
         if not ready:
             resources, free = self.job.resources, self.ray.available_resources()
             raise UserError(
-                f"no trainer is running and none has started (waited up to {START_TIMEOUT:.0f} s"
-                f"{self.start_error}); each needs {resources.cpus_per_worker} CPUs and "
+                f"no trainer is running and none has started in {START_TIMEOUT:.0f} s: the "
+                f"cluster has no room for one; each needs {resources.cpus_per_worker} CPUs and "
                 f"{resources.gpus_per_worker} GPUs, the cluster has {free.get('CPU', 0)} CPUs and "
                 f"{free.get('GPU', 0)} GPUs free: add nodes or lower resources.cpus_per_worker / "
                 "gpus_per_worker, then run again to resume"
@@ -213,14 +229,34 @@ class _Scheduler:
 
     def _started(self, ref) -> None:
         """Let a started trainer take packs. One that died before starting is not replaced (it
-        never held a pack, so no retry budget bounds its replacements): its slot stays empty."""
+        never held a pack, so no retry budget bounds its replacements): its slot stays empty.
+
+        A trainer whose start raised (an import error in the worker, a failing constructor)
+        fails alike on every node, so while no trainer runs that error ends the run at once."""
         index = self.starting.pop(ref)
         try:
             self.ray.get(ref)
         except self.ray.exceptions.RayActorError as error:
-            self.start_error = f"; last failure: {_short(error)}"
+            if not error.actor_init_failed:
+                self.start_error = f"last failure: {_short(error)}"
+                return
+            failure = _startup_failure(str(error))
+            if not self.started:
+                raise UserError(f"the trainers cannot start: {failure}") from None
+            self.start_error = f"a trainer failed to start: {failure}"
         else:
             self.started.add(index)
+
+    def _stop_if_unwritable(self, error) -> None:
+        """Stop the run when the results folder cannot take a pack's files (disk full, quota,
+        read-only): every other pack would fail the same way, and be recorded as failed."""
+        cause = getattr(error, "cause", None)
+        if isinstance(cause, OSError) and cause.errno in UNWRITABLE:
+            raise RunFailed(
+                f"{self.results.location}: cannot write the results ({os.strerror(cause.errno)}); "
+                "make room or fix the folder's permissions, then run the same command again to "
+                "resume"
+            )
 
     def _replace_actor(self, index: int, dead) -> None:
         """Replace a dead actor once, however many of its packs report its death."""
@@ -246,3 +282,41 @@ class _Scheduler:
 def _short(error: Exception) -> str:
     cause = getattr(error, "cause", None) or error
     return f"{type(cause).__name__}: {cause}".splitlines()[0][:500]
+
+
+_FRAME = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+)')
+
+
+def _startup_failure(text: str) -> str:
+    """The exception, and where it was raised, in the traceback text that Ray gives for an actor
+    whose start failed. A file in the working directory is called out: Ray puts that folder first
+    on every worker's import path, where a user's ``torch.py`` shadows the installed package."""
+    lines = text.splitlines()
+    frames = [(i, m) for i, line in enumerate(lines) if (m := _FRAME.match(line))]
+    if not frames:
+        return lines[-1][:500] if lines else "unknown error"
+    last, frame = frames[-1]
+    raised = [line for line in lines[last + 1 :] if line and not line[0].isspace()]
+    exception = (raised[0] if raised else lines[-1]).strip()[:500]
+    where = f"{frame['file']}, line {frame['line']}"
+    if _is_users(frame["file"]):
+        return (
+            f"{exception} (raised in {where}, in the working directory, which Ray puts first on "
+            "the workers' import path: if that file shadows an installed package, rename it or "
+            "start rashomon from another folder)"
+        )
+    return f"{exception} (raised in {where})"
+
+
+def _is_users(file: str) -> bool:
+    """Whether ``file`` lies in the working directory but is neither ours nor installed."""
+    import rashomon
+
+    path = os.path.realpath(file)
+    ours = os.path.realpath(os.path.dirname(rashomon.__file__))
+    installed = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix)}
+    return (
+        path.startswith(os.path.realpath(os.getcwd()) + os.sep)
+        and not path.startswith(ours + os.sep)
+        and not any(path.startswith(p + os.sep) for p in installed)
+    )

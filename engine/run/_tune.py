@@ -1,4 +1,4 @@
-"""``rashomon tune``: an Optuna search whose every trial is a cohort of seeds (SPEC §7).
+"""``rashomon tune``: an Optuna search whose every trial is a cohort of seeds.
 
 The driver is the only client of the study (ask-and-tell): it asks for a configuration, trains
 the configuration under all the job's seeds as ordinary packs on the engine's actors, and tells
@@ -10,6 +10,10 @@ Resume: model ids depend only on configuration and seeds, so a configuration ask
 its finished models on disk and trains only what is missing. A trial left ``RUNNING`` by a killed
 driver is marked ``FAIL`` on restart (its finished models stay and are reused); only completed
 trials count towards ``--trials``.
+
+The study records what users look for in it (``optuna-dashboard``, ``trials_dataframe``): the
+objectives' names, and on every trial its cohort size and results folder. A storage URL's
+password is never printed or recorded.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,7 +31,7 @@ from rashomon.engine.run import _cluster
 from rashomon.engine.run._driver import FINISHED, RunSummary, _Scheduler
 from rashomon.engine.run._plan import Pack, plan_packs
 from rashomon.engine.store import ResultsDir
-from rashomon.jobs import UserError, cohort, prepare_job_dataset
+from rashomon.jobs import UserError, cohort, prepare_job_dataset, redact
 
 IN_FLIGHT_TRIALS_PER_WORKER = 1
 
@@ -34,7 +39,7 @@ IN_FLIGHT_TRIALS_PER_WORKER = 1
 @dataclass
 class TuneSummary:
     study_name: str
-    storage: str
+    storage: str = field(repr=False)  # may hold a password
     trials: pd.DataFrame
     objectives: tuple[str, ...]
     best: list = field(default_factory=list)
@@ -71,6 +76,9 @@ def tune_job(
         directions=job.search.directions,
         load_if_exists=True,
     )
+    with warnings.catch_warnings():  # "experimental" since Optuna 3.2, and in every UI since
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(list(job.search.objectives))
     _fail_abandoned_trials(study)
     # a resumed study must not replay the first run's random draws
     study.sampler = _sampler(job.search, offset=len(study.trials))
@@ -135,6 +143,8 @@ class _Search:
             trial = self.study.ask()
             params = {name: _suggest(trial, name, dist) for name, dist in self._distributions()}
             variants = cohort(self.job, params, trial=trial.number)
+            trial.set_user_attr("cohort_size", len(variants))
+            trial.set_user_attr("results_dir", redact(self.results.location))
             self.cohorts[trial.number] = (trial, [v.model_id for v in variants])
             # a configuration asked twice waits for the packs already training its models
             shared = {self.pack_of[v.model_id] for v in variants if v.model_id in self.pack_of}
@@ -234,11 +244,21 @@ def _storage(url: str):
     if url.startswith("journal:"):
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-        return JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
+        try:
+            return JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
+        except OSError as error:
+            raise UserError(
+                f"--storage {redact(url)}: cannot open the journal file "
+                f"({error.strerror or error}); give a file in an existing, writable folder (on a "
+                "cluster, one that every node shares)"
+            ) from None
     try:
         return optuna.storages.RDBStorage(url)
     except Exception as error:  # a missing driver, a bad URL, an unreachable server
-        raise UserError(f"--storage {url}: cannot open this Optuna storage ({error})") from None
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UserError(
+            redact(f"--storage {url}: cannot open this Optuna storage ({message})")
+        ) from None
 
 
 def _fail_abandoned_trials(study) -> None:
@@ -253,7 +273,10 @@ def describe_tune(summary: TuneSummary) -> str:
     """The trials table and the best trial, or the Pareto front for several objectives."""
     trials = summary.trials
     with pd.option_context("display.width", 120, "display.max_rows", 200):
-        lines = [f"study {summary.study_name} in {summary.storage}", trials.to_string(index=False)]
+        lines = [
+            f"study {summary.study_name} in {redact(summary.storage)}",
+            trials.to_string(index=False),
+        ]
     label = "Pareto front" if len(summary.objectives) > 1 else "best trial"
     lines.append(f"{label} ({', '.join(summary.objectives)}):")
     for trial in summary.best:
