@@ -7,13 +7,17 @@ So the study never holds a value the results folder does not explain, and the se
 population is a results folder like any other for ``rashomon analyze``.
 
 Resume: model ids depend only on configuration and seeds, so a configuration asked again finds
-its finished models on disk and trains only what is missing. A trial left ``RUNNING`` by a killed
-driver is marked ``FAIL`` on restart (its finished models stay and are reused); only completed
-trials count towards ``--trials``.
+its finished models on disk and trains only what is missing. The driver holds the results
+folder's lock, records itself on each trial it asks for, and keeps a heartbeat in the study's
+user attributes; a trial left ``RUNNING`` by a driver that is gone (killed) is marked ``FAIL`` on
+restart (its finished models stay and are reused), while one whose driver lives — another
+``tune`` of the same study into another folder — is left to it. Only completed trials count
+towards ``--trials``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -25,10 +29,11 @@ import pandas as pd
 from rashomon.engine.run import _cluster
 from rashomon.engine.run._driver import FINISHED, RunSummary, _Scheduler
 from rashomon.engine.run._plan import Pack, plan_packs
-from rashomon.engine.store import ResultsDir
+from rashomon.engine.store import FolderLock, Owner, ResultsDir
 from rashomon.jobs import UserError, cohort, prepare_job_dataset
 
 IN_FLIGHT_TRIALS_PER_WORKER = 1
+DRIVER = "rashomon_driver"  # trial attribute: the driver's token; study attribute DRIVER:token
 
 
 @dataclass
@@ -50,8 +55,6 @@ def tune_job(
     address: str | None = None,
     show_progress: bool = True,
 ) -> TuneSummary:
-    import optuna
-
     if not job.search.distributions():
         raise UserError(
             f"{job.name}: the job has no search: section to tune; add one, e.g. "
@@ -61,8 +64,27 @@ def tune_job(
         raise UserError(f"--trials {n_trials}: must be >= 1")
     dataset = prepare_job_dataset(job)
     results = ResultsDir(out_dir)
-    results.claim(job, dataset)
     storage = storage or _default_storage(results)
+    with results.lock(f"`rashomon tune` of job {job.name}") as lock:
+        results.claim(job, dataset)
+        return _search(job, dataset, results, lock, n_trials, storage, study_name, address,
+                       show_progress)  # fmt: skip
+
+
+def _search(
+    job,
+    dataset,
+    results: ResultsDir,
+    lock: FolderLock,
+    n_trials: int,
+    storage: str,
+    study_name: str | None,
+    address: str | None,
+    show_progress: bool,
+) -> TuneSummary:
+    """The search, under the results folder's lock."""
+    import optuna
+
     name = study_name or job.name
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
@@ -71,6 +93,8 @@ def tune_job(
         directions=job.search.directions,
         load_if_exists=True,
     )
+    driver = lock.me.token
+    lock.on_heartbeat(lambda: study.set_user_attr(f"{DRIVER}:{driver}", lock.me.record()))
     _fail_abandoned_trials(study)
     # a resumed study must not replay the first run's random draws
     study.sampler = _sampler(job.search, offset=len(study.trials))
@@ -79,10 +103,15 @@ def tune_job(
     ray = _cluster.connect(address)
     resources = job.resources
     workers = _cluster.worker_count(ray, resources.cpus_per_worker, resources.gpus_per_worker)
-    search = _Search(study, job, dataset, results, workers, n_trials)
+    search = _Search(study, job, dataset, results, workers, n_trials, driver)
+
+    def done(pack: Pack) -> None:
+        lock.check()
+        search.pack_done(pack)
+
     if search.wanted():
         scheduler = _Scheduler(ray, job, dataset, results, workers, summary, show_progress)
-        scheduler.run(search.next_packs(), refill=search.next_packs, on_done=search.pack_done)
+        scheduler.run(search.next_packs(), refill=search.next_packs, on_done=done)
     summary.seconds = time.perf_counter() - start
     return TuneSummary(
         study_name=name,
@@ -108,9 +137,11 @@ def _default_storage(results: ResultsDir) -> str:
 class _Search:
     """Trials in flight: which packs each still waits for, and telling when a cohort is done."""
 
-    def __init__(self, study, job, dataset, results: ResultsDir, workers: int, n_trials: int):
+    def __init__(
+        self, study, job, dataset, results: ResultsDir, workers: int, n_trials: int, driver: str
+    ):
         self.study, self.job, self.dataset, self.results = study, job, dataset, results
-        self.workers, self.n_trials = workers, n_trials
+        self.workers, self.n_trials, self.driver = workers, n_trials, driver
         self.waiting: dict[int, set[str]] = {}  # trial number -> unfinished pack ids
         self.trials_of: dict[str, set[int]] = {}  # pack id in flight -> trials waiting for it
         self.pack_of: dict[str, str] = {}  # model id in flight -> its pack id
@@ -133,6 +164,7 @@ class _Search:
         finished = self._finished_ids()
         while self.wanted() and len(self.waiting) < limit:
             trial = self.study.ask()
+            trial.set_user_attr(DRIVER, self.driver)
             params = {name: _suggest(trial, name, dist) for name, dist in self._distributions()}
             variants = cohort(self.job, params, trial=trial.number)
             self.cohorts[trial.number] = (trial, [v.model_id for v in variants])
@@ -178,11 +210,14 @@ class _Search:
         complete = len(models) == len(model_ids) and models["status"].isin(FINISHED).all()
         objectives = self.job.search.objectives
         values = [_objective(name, models, self.results) for name in objectives] if complete else []
-        if not complete or not np.isfinite(values).all():
-            self.failed += 1
-            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            return
-        self.study.tell(trial, values if len(values) > 1 else values[0])
+        try:
+            if not complete or not np.isfinite(values).all():
+                self.failed += 1
+                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            else:
+                self.study.tell(trial, values if len(values) > 1 else values[0])
+        except ValueError:  # failed meanwhile by another driver that thought this one gone
+            pass
 
     def _distributions(self):
         return self.job.search.distributions().items()
@@ -242,11 +277,18 @@ def _storage(url: str):
 
 
 def _fail_abandoned_trials(study) -> None:
-    """Trials a killed driver left RUNNING: mark them FAIL (their finished models are kept)."""
+    """Trials left RUNNING by a driver that is gone: mark them FAIL (their finished models are
+    kept). A trial of a live driver (its heartbeat in the study is fresh) is its driver's."""
     import optuna
 
+    drivers = study.user_attrs
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+        record = drivers.get(f"{DRIVER}:{trial.user_attrs.get(DRIVER)}")
+        owner = Owner.from_json(record) if isinstance(record, dict) else None
+        if owner is not None and owner.alive():
+            continue
+        with contextlib.suppress(ValueError):  # its driver finished it meanwhile
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
 
 
 def describe_tune(summary: TuneSummary) -> str:
