@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -26,8 +27,9 @@ import torch
 
 from rashomon.analysis import open_results
 from rashomon.engine.cli import main
-from rashomon.engine.store import ResultsDir, resolve_location
-from rashomon.jobs import expand, load_job
+from rashomon.engine.store import FolderLock, Owner, ResultsDir, resolve_location
+from rashomon.engine.store._lock import STALE_AFTER
+from rashomon.jobs import UserError, expand, load_job
 
 JOB = """
 name: remote
@@ -225,3 +227,79 @@ def test_tune_into_s3_needs_a_storage_that_is_not_sqlite(s3_endpoint, bucket, tm
     location = url(s3_endpoint, "tune")
     assert main(["tune", str(job), "--trials", "1", "--out", location, "--quiet"]) == 2
     assert "--storage" in capsys.readouterr().err
+
+
+def test_a_foreign_prefix_is_refused_untouched(bucket, s3_endpoint, job_file, capsys):
+    with bucket.open_output_stream("results/foreign/predictions/baseline.parquet") as stream:
+        stream.write(b"the user's own")
+    location = url(s3_endpoint, "foreign")
+    assert main(["run", str(job_file), "--out", location, "--quiet"]) == 2
+    assert "not empty and not a rashomon results folder" in capsys.readouterr().err
+    assert object_names(bucket, "foreign") == ["predictions/baseline.parquet"]
+
+
+HOLDER = """
+import sys
+from rashomon.engine.store import ResultsDir
+with ResultsDir(sys.argv[1]).lock("a test holder"):
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_one_writer_per_prefix_and_a_killed_holders_lease_is_taken_over(
+    bucket, s3_endpoint, ray_cluster, job_file, capsys
+):
+    location = url(s3_endpoint, "leased")
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, location], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == b"held"
+        assert main(["run", str(job_file), "--out", location, "--quiet"]) == 2
+        error = capsys.readouterr().err
+        assert "another rashomon process is writing" in error and f"pid {holder.pid}" in error
+    finally:
+        holder.kill()  # SIGKILL: its lease stays behind
+        holder.wait()
+    assert len(object_names(bucket, "leased")) == 1  # the dead holder's lease
+    assert main(["run", str(job_file), "--out", location, "--quiet"]) == 0
+    assert f"{N_MODELS} models trained" in capsys.readouterr().out
+    assert not [n for n in object_names(bucket, "leased") if n.startswith(".rashomon-lock")]
+
+
+def test_leases_of_other_hosts_and_contenders_in_one_instant(bucket, s3_endpoint):
+    store = ResultsDir(url(s3_endpoint, "contended"))
+    me = Owner.of_this_process("someone else's run")
+    lease = f"{store.root}/.rashomon-lock/{'e' * 32}.json"
+    fresh = me.record() | {"token": "e" * 32, "host": "elsewhere", "heartbeat": time.time()}
+    with bucket.open_output_stream(lease) as stream:
+        stream.write(json.dumps(fresh).encode())
+    with pytest.raises(UserError, match="someone else's run on elsewhere"):
+        store.lock("mine").__enter__()
+    stale = fresh | {"heartbeat": time.time() - STALE_AFTER - 1}
+    with bucket.open_output_stream(lease) as stream:
+        stream.write(json.dumps(stale).encode())
+    with store.lock("mine"):
+        assert [o.purpose for o in FolderLock(bucket, store.root, "", "x").leases()] == ["mine"]
+    assert object_names(bucket, "contended") == []
+
+    held, refused = [], []
+    start = threading.Barrier(4)
+
+    def contend():
+        lock = FolderLock(store.filesystem, store.root, store.location, "contender")
+        start.wait()
+        try:
+            lock.acquire()
+            held.append(lock)
+        except UserError:
+            refused.append(lock)
+
+    threads = [threading.Thread(target=contend) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(held) == 1 and len(refused) == 3
+    held[0].release()
+    assert object_names(bucket, "contended") == []

@@ -18,6 +18,7 @@ from `FolderLock.check` and stops writing.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import random
@@ -272,8 +273,9 @@ class FolderLock:
 
     def _acquire_lease(self) -> None:
         deadline = time.monotonic() + WAIT
-        pause = 0.05
-        while True:
+        self.me = replace(self.me, state="claiming")
+        for attempt in itertools.count():
+            began = time.monotonic()
             put(self.filesystem, self._lease_path(self.me.token), self.me.to_json())
             others = [o for o in self.leases() if o.token != self.me.token]
             live = [o for o in others if o.alive()]
@@ -287,8 +289,10 @@ class FolderLock:
             held = [o for o in live if o.state == "held"]
             if held or time.monotonic() > deadline:
                 raise self._refusal((held or live)[0])
-            time.sleep(random.uniform(pause, 2 * pause))
-            pause = min(2 * pause, 1.0)
+            # contenders that saw each other retry at random times, spread over more and more
+            # rounds of this storage's latency, until one finds itself alone
+            rounds = 2 ** min(attempt + 1, 5)
+            time.sleep(random.uniform(0, rounds * max(time.monotonic() - began, 0.01)))
 
     def leases(self) -> list[Owner]:
         """Every lease in the lock folder; one that cannot be read counts from its upload time."""
@@ -297,7 +301,10 @@ class FolderLock:
             token = info.base_name.removesuffix(".json")
             if token == info.base_name:
                 continue
-            owner = self._read_lease(info.path)
+            try:
+                owner = self._read_lease(info.path)
+            except OSError:  # being replaced or deleted right now
+                owner = None
             if owner is None:  # not a record: it lives as long as a heartbeat would
                 when = info.mtime.timestamp() if info.mtime else 0.0
                 owner = Owner(token, "?", "", -1, 0.0, "unknown writer", when, when, "claiming")
