@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rashomon.engine.store import MODELS_SCHEMA, predictions_schema
+from rashomon.engine.store import MODELS_SCHEMA, parquet_bytes, predictions_schema
 
 
 def write_examples(root: Path, examples: pd.DataFrame, classes: Sequence[str]) -> None:
@@ -73,6 +73,8 @@ def write_pack(
                 schema=predictions_schema(n_classes),
             )
         )
-    pq.write_table(pa.concat_tables(parts), root / "predictions" / f"{pack_id}.parquet")
-    pq.write_table(pa.table(columns, schema=MODELS_SCHEMA), root / "models" / f"{pack_id}.parquet")
+    predictions = parquet_bytes(pa.concat_tables(parts))  # as the engine writes them
+    (root / "predictions" / f"{pack_id}.parquet").write_bytes(predictions)
+    models = parquet_bytes(pa.table(columns, schema=MODELS_SCHEMA))
+    (root / "models" / f"{pack_id}.parquet").write_bytes(models)
     return pack_id

@@ -89,6 +89,12 @@ def test_a_second_writer_is_refused_and_a_killed_holders_lock_is_taken_over(
     models = pd.read_parquet(out / "models")
     assert len(models) == N_MODELS and models["model_id"].is_unique
     assert not (out / LOCK_NAME).exists()
+    capsys.readouterr()
+    with holder(str(out)) as process:
+        assert main(["status", str(out)]) == 0  # a reader is never refused
+        assert f"in progress: a test holder on {socket.gethostname()}, pid {process.pid}" in (
+            capsys.readouterr().out
+        )
 
 
 def test_two_runs_started_together_train_every_model_exactly_once(ray_cluster, tmp_path):

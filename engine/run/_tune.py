@@ -17,7 +17,6 @@ towards ``--trials``.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
@@ -210,14 +209,11 @@ class _Search:
         complete = len(models) == len(model_ids) and models["status"].isin(FINISHED).all()
         objectives = self.job.search.objectives
         values = [_objective(name, models, self.results) for name in objectives] if complete else []
-        try:
-            if not complete or not np.isfinite(values).all():
-                self.failed += 1
-                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            else:
-                self.study.tell(trial, values if len(values) > 1 else values[0])
-        except ValueError:  # failed meanwhile by another driver that thought this one gone
-            pass
+        if not complete or not np.isfinite(values).all():
+            self.failed += 1
+            _tell(self.study, trial, state=optuna.trial.TrialState.FAIL)
+            return
+        _tell(self.study, trial, values if len(values) > 1 else values[0])
 
     def _distributions(self):
         return self.job.search.distributions().items()
@@ -276,6 +272,16 @@ def _storage(url: str):
         raise UserError(f"--storage {url}: cannot open this Optuna storage ({error})") from None
 
 
+def _tell(study, trial, *args, **kwargs) -> None:
+    """Tell the study, unless another driver has finished the trial meanwhile (it judged this
+    one gone: a missed heartbeat); the cohort's models stay for whoever asks it again."""
+    try:
+        study.tell(trial, *args, **kwargs)
+    except ValueError as error:
+        if "Cannot tell a" not in str(error):
+            raise
+
+
 def _fail_abandoned_trials(study) -> None:
     """Trials left RUNNING by a driver that is gone: mark them FAIL (their finished models are
     kept). A trial of a live driver (its heartbeat in the study is fresh) is its driver's."""
@@ -287,8 +293,7 @@ def _fail_abandoned_trials(study) -> None:
         owner = Owner.from_json(record) if isinstance(record, dict) else None
         if owner is not None and owner.alive():
             continue
-        with contextlib.suppress(ValueError):  # its driver finished it meanwhile
-            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+        _tell(study, trial.number, state=optuna.trial.TrialState.FAIL)
 
 
 def describe_tune(summary: TuneSummary) -> str:

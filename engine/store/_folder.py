@@ -41,7 +41,7 @@ from rashomon.engine.store._location import (
     resolve_location,
     temporary_target,
 )
-from rashomon.engine.store._lock import LOCK_NAME, FolderLock, Owner, current_owner
+from rashomon.engine.store._lock import LOCK_NAME, FolderLock, Owner
 from rashomon.engine.store._tables import MODELS_SCHEMA, predictions_schema
 from rashomon.engine.store._verify import (
     DIGEST,
@@ -368,7 +368,7 @@ class ResultsDir:
 
     def holder(self) -> Owner | None:
         """Who writes this folder now, if anyone."""
-        return current_owner(self.filesystem, self.root)
+        return FolderLock(self.filesystem, self.root, self.location, "status").holder()
 
     def write_pack(
         self,

@@ -147,6 +147,14 @@ class FolderLock:
         self._thread = threading.Thread(target=self._beat, name="rashomon-lock", daemon=True)
         self._thread.start()
 
+    def holder(self) -> Owner | None:
+        """The live holder of the lock, if any (for ``status``)."""
+        if self._local:
+            owners = [self._read_owner(self.folder)[0]]
+        else:
+            owners = [o for o in self.leases() if o.state == "held"]
+        return next((o for o in owners if o is not None and o.alive()), None)
+
     def on_heartbeat(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` now and with every heartbeat (e.g. to mark a study's driver alive)."""
         listener()
@@ -317,13 +325,3 @@ class FolderLock:
                 return Owner.from_json(stream.read())
         except FileNotFoundError:
             return None
-
-
-def current_owner(filesystem: pafs.FileSystem, root: str) -> Owner | None:
-    """The live holder of a folder's lock, if any (for ``status``)."""
-    lock = FolderLock(filesystem, root, root, "status")
-    if lock._local:
-        owners = [lock._read_owner(lock.folder)[0]]
-    else:
-        owners = [o for o in lock.leases() if o.state == "held"]
-    return next((o for o in owners if o is not None and o.alive()), None)

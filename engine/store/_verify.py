@@ -166,14 +166,14 @@ def _check_probabilities(table, n_classes, ok_rows, model_names, model_codes) ->
     """Every ``ok`` row's probabilities in [0, 1] and summing to 1 (NaN or inf fail both)."""
     if not ok_rows.any():
         return
-    total = np.zeros(len(ok_rows), np.float64)
-    low = np.zeros(len(ok_rows), np.float32)
+    total = np.zeros(len(ok_rows), np.float32)
+    low = np.full(len(ok_rows), np.inf, np.float32)
     for k in range(n_classes):
         if f"prob_{k}" not in table.column_names:
             raise Damaged(f"no prob_{k} column")
         values = table[f"prob_{k}"].to_numpy()
         total += values
-        low = values if k == 0 else np.minimum(low, values)
+        np.minimum(low, values, out=low)
     good = (np.abs(total - 1.0) <= PROBABILITY_TOLERANCE) & (low >= 0)
     bad = np.flatnonzero(ok_rows & ~good)
     if len(bad):
