@@ -111,7 +111,7 @@ def test_two_runs_started_together_train_every_model_exactly_once(ray_cluster, t
     assert trained == N_MODELS, outcomes
     if codes == [0, 2]:  # they overlapped: the second was refused and named the first
         [error] = [e for code, _, e in outcomes if code == 2]
-        assert "another rashomon process is writing" in error and "`rashomon run`" in error
+        assert "another rashomon process is writing" in error and "`rashomon run`" in error, error
     else:  # the first finished before the second looked: it found everything done
         assert codes == [0, 0]
     models = pd.read_parquet(out / "models")

@@ -23,7 +23,7 @@ from rashomon.analysis import analyze, open_results
 from rashomon.analysis._connectivity import _evaluation_data
 from rashomon.engine.cli import main
 from rashomon.engine.store import ResultsDir
-from rashomon.jobs import load_job
+from rashomon.jobs import UserError, load_job
 
 JOB = """
 name: folder
@@ -94,6 +94,20 @@ def test_a_folder_that_is_not_a_results_folder_is_refused_untouched(
     assert "not empty and not a rashomon results folder" in error and foreign in error
     assert len(error.strip().splitlines()) == 1 and "Traceback" not in error
     assert files(out) == before and sorted(out.rglob("*")) == paths
+
+
+def test_a_folder_another_run_is_claiming_is_not_foreign(tmp_path):
+    """Between another run's lock and its job.yaml, the folder holds only that run's lock and
+    the temporary of its job.yaml: a second run must reach the lock (and be refused there)."""
+    out = tmp_path / "out"
+    (out / ".rashomon-lock").mkdir(parents=True)
+    (out / ".rashomon-lock" / "owner.json").write_text("{}")
+    (out / "models").mkdir()
+    (out / f".job.yaml.{'0' * 32}.tmp").write_text("half")
+    ResultsDir(out).refuse_foreign()
+    (out / f".notes.txt.{'0' * 32}.tmp").write_text("the user's")
+    with pytest.raises(UserError, match="not empty and not a rashomon results folder"):
+        ResultsDir(out).refuse_foreign()
 
 
 # --- damaged packs --------------------------------------------------------------------------

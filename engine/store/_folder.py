@@ -228,8 +228,8 @@ class ResultsDir:
     def _first_file(self, folder: str) -> str | None:
         selector = pafs.FileSelector(folder, allow_not_found=True)
         for info in self.filesystem.get_file_info(selector):
-            if info.base_name.startswith(LOCK_NAME):
-                continue
+            if info.base_name.startswith(LOCK_NAME) or _our_temporary(info.base_name):
+                continue  # what another run writes while it claims this folder
             if info.type == pafs.FileType.Directory:
                 inner = self._first_file(info.path)
                 if inner is not None:
@@ -702,6 +702,14 @@ def _safetensors_header(stream) -> tuple[dict, int]:
     if 8 + length > stream.size():
         raise Damaged("not a safetensors file (header longer than the file)")
     return safetensors_header(bytes(stream.read_at(8 + length, 0)))
+
+
+def _our_temporary(name: str) -> bool:
+    """A temporary of `put` for a file of ours (job.yaml, examples.parquet, a pack file)."""
+    target = temporary_target(name)
+    return target is not None and (
+        target in _ROOT_FILES or any(_pack_id(folder, target) for folder in PACK_FILES)
+    )
 
 
 def _reject_repeated_models(scan: Scan) -> None:
