@@ -90,8 +90,10 @@ class Results:
         """Models of the job not trained yet (0 for a searched folder or one without a job)."""
         if self.store.identity() is None:
             return 0
-        pending = self.store.progress(self.models).pending
-        return pending or 0
+        try:
+            return self.store.progress(self.models).pending or 0
+        except UserError:  # a job.yaml this version cannot read: the size is unknown
+            return 0
 
     def split_examples(self, split: str) -> pd.DataFrame:
         """The examples of one split, in the order of the prediction arrays (``example_id``)."""
