@@ -228,5 +228,5 @@ def weights_digest(tensors: Mapping[str, torch.Tensor]) -> str:
 
     digest = hashlib.sha256()
     for name in sorted(tensors):
-        digest.update(tensors[name].contiguous().view(-1).view(torch.uint8).numpy())
+        digest.update(tensors[name].detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
     return digest.hexdigest()
