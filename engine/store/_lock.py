@@ -22,6 +22,7 @@ import itertools
 import json
 import os
 import random
+import re
 import socket
 import threading
 import time
@@ -39,6 +40,7 @@ HEARTBEAT = 10.0  # seconds between refreshes of the owner's record
 STALE_AFTER = 120.0  # seconds without a heartbeat after which another host's lock is stale
 WAIT = 15.0  # seconds to wait out a lock being taken or handed over before refusing
 _OWNER_FILE = "owner.json"
+_TOKEN = re.compile(r"[0-9a-f]{32}")
 
 
 def _host() -> tuple[str, str]:
@@ -230,7 +232,7 @@ class FolderLock:
                 elif owner is not None and owner.alive():
                     raise self._refusal(owner) from None
                 else:
-                    self._take_over(owner)
+                    self._take_over()
                 continue
             with contextlib.suppress(FileNotFoundError):  # taken over in between: try again
                 put(self.filesystem, f"{self.folder}/{_OWNER_FILE}", self.me.to_json())
@@ -254,7 +256,7 @@ class FolderLock:
                 return None, time.time() - os.stat(folder).st_mtime
             return None, None
 
-    def _take_over(self, stale: Owner | None) -> None:
+    def _take_over(self) -> None:
         """Move the stale lock aside (rename is atomic: one contender wins) and remove it."""
         aside = f"{self.folder}.stale.{self.me.token}"
         try:
@@ -307,13 +309,13 @@ class FolderLock:
         found = []
         for info in list_files(self.filesystem, self.folder):
             token = info.base_name.removesuffix(".json")
-            if token == info.base_name:
-                continue
+            if not _TOKEN.fullmatch(token) or token == info.base_name:
+                continue  # not a lease of ours
             try:
                 owner = self._read_lease(info.path)
             except OSError:  # being replaced or deleted right now
                 owner = None
-            if owner is None:  # not a record: it lives as long as a heartbeat would
+            if owner is None or owner.token != token:  # counts as long as a heartbeat would
                 when = info.mtime.timestamp() if info.mtime else 0.0
                 owner = Owner(token, "?", "", -1, 0.0, "unknown writer", when, when, "claiming")
             found.append(owner)
