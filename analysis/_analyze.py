@@ -48,12 +48,14 @@ class Analysis:
     source_decomposition: dict[str, float]
     source_decomposition_chance: dict[str, float]
     flatness: dict = field(default_factory=dict)
+    n_pending: int = 0  # models of the job not trained yet: the analysis covers the others
 
     def to_json(self) -> dict:
         """The JSON object of SPEC §6, plus the split, exclusions and subgroup measures."""
         chosen = self.rashomon_set
         return {
             "n_models": len(chosen.pool_model_ids),
+            "n_pending": self.n_pending,
             "rashomon_set_size": chosen.size,
             "epsilon": chosen.epsilon,
             "metric": chosen.metric,
@@ -121,6 +123,7 @@ def analyze(
         source_decomposition=decomposition.shares(),
         source_decomposition_chance=decomposition.chance(),
         flatness=flatness,
+        n_pending=results.n_pending,
     )
 
 

@@ -48,7 +48,7 @@ from rashomon.analysis._rashomon_set import (
 from rashomon.analysis._results import SPLITS, Results, open_results
 from rashomon.engine.model import Architecture, forward
 from rashomon.engine.store import ResultsDir
-from rashomon.jobs import UserError, prepare_job_dataset
+from rashomon.jobs import UserError
 
 __all__ = [
     "barrier_height",
@@ -385,19 +385,6 @@ def _batches(pairs: pd.DataFrame, models: dict[str, tuple[Architecture, list[tor
 
 def _evaluation_data(store: ResultsDir, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Features and labels of ``split``, prepared exactly as for training."""
-    try:
-        dataset = prepare_job_dataset(store.job())
-    except UserError as error:
-        raise UserError(
-            f"{store.location}: cannot prepare the job's dataset to evaluate the saved "
-            f"weights: {error}"
-        ) from None
-    recorded = (store.identity() or {}).get("dataset_fingerprint")
-    if recorded not in (None, dataset.fingerprint):
-        raise UserError(
-            f"{store.location}/job.yaml: the dataset file changed since the run (fingerprint "
-            f"{dataset.fingerprint[:12]}, recorded {recorded[:12]}); restore the original file "
-            "to evaluate the saved weights"
-        )
+    dataset = store.dataset()
     rows = dataset.indices(split)
     return torch.from_numpy(dataset.features[rows]), torch.from_numpy(dataset.labels[rows])

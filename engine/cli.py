@@ -21,6 +21,7 @@ from pathlib import Path
 
 from rashomon.jobs import UserError, printable, redact
 
+_SHOWN = 20  # damaged packs listed by `status`
 OUT_HELP = (
     "results folder: a path (shared across nodes on a cluster) or a pyarrow.fs URL such as "
     "s3://bucket/prefix (default results/<job name>)"
@@ -262,34 +263,76 @@ def _tune(args) -> int:
 
 
 def _status(args) -> int:
-    text, failed = describe_status(args.dir)
+    text, code = describe_status(args.dir)
     _say(text)
-    return 1 if failed else 0
+    return code
 
 
 def describe_status(location: str) -> tuple[str, int]:
-    """A readable summary and the number of failed models."""
-    from rashomon.engine.store import ResultsDir
-    from rashomon.jobs import count_models
+    """A readable summary and the exit status: 2 when pack files are damaged or missing (the
+    next run trains those packs again), 1 when models failed, else 0."""
+    import pandas as pd
+
+    from rashomon.engine.store import QUARANTINE, Damaged, ResultsDir
 
     results = ResultsDir(location)
     job = results.job()
-    total = count_models(job)
-    recorded = results.recorded_models()
-    counts = recorded["status"].value_counts()
-    ok, diverged, failed = (int(counts.get(s, 0)) for s in ("ok", "diverged", "failed"))
+    scan = results.scan("files")
+    columns = ["model_id", "pack_id", "status", "error", "trial"]
+    recorded = scan.models().select(columns).to_pandas()
+    progress = results.progress(recorded)
+    suspect = [t.select(columns).to_pandas() for t in scan.suspect.values()]
+    suspect = pd.concat(suspect) if suspect else recorded.iloc[:0]
     lines = [
         f"{results.location}: job {job.name}",
-        f"  done     {ok + diverged:>8} ({ok} ok, {diverged} diverged)",
-        f"  pending  {total - ok - diverged - failed:>8}",
-        f"  failed   {failed:>8}",
+        f"  done     {progress.ok + progress.diverged:>8} ({progress.ok} ok, "
+        f"{progress.diverged} diverged)",
     ]
+    if progress.pending is None:
+        lines.append(f"  trials   {progress.trials:>8} (a search has no fixed total)")
+    else:
+        pending = max(0, progress.pending - int(suspect["trial"].isna().sum()))
+        lines.append(f"  pending  {pending:>8}")
+    lines.append(f"  failed   {progress.failed:>8}")
+    if scan.damaged:
+        lines.append(f"  damaged  {len(suspect):>8} (in {len(scan.damaged)} packs)")
     failures = recorded[recorded["status"] == "failed"]
     for (pack_id, error), group in failures.groupby(["pack_id", "error"], dropna=False):
-        lines.append(f"  pack {pack_id} ({len(group)} models): {error}")
-    if failed:
+        shown = "no error recorded" if pd.isna(error) else _printable(error)
+        lines.append(f"  pack {pack_id} ({len(group)} models): {shown}")
+    for pack_id, problem in sorted(scan.damaged.items())[:_SHOWN]:
+        lines.append(f"  pack {pack_id} damaged: {_printable(problem)}")
+    if len(scan.damaged) > _SHOWN:
+        lines.append(f"  ... and {len(scan.damaged) - _SHOWN} more damaged packs")
+    examples = ""
+    try:
+        results.examples()
+    except Damaged as error:
+        examples = str(error)
+        lines.append(f"  {examples}")
+    if scan.damaged or examples:
+        lines.append(
+            "  run the same `rashomon run` (or `rashomon tune`) again: it sets the damaged files "
+            "aside and trains exactly those packs again"
+        )
+    elif progress.failed:
         lines.append("  run the same `rashomon run` again to retry the failed models")
-    return "\n".join(lines), failed
+    quarantined = results.quarantined()
+    if quarantined:
+        lines.append(
+            f"  {quarantined} damaged or unknown files were set aside in "
+            f"{results.location}/{QUARANTINE}/ (never read; delete them once checked)"
+        )
+    holder = results.holder()
+    if holder is not None:
+        lines.append(f"  in progress: {_printable(holder.describe())}")
+    code = 2 if scan.damaged or examples else 1 if progress.failed else 0
+    return "\n".join(lines), code
+
+
+def _printable(text: str) -> str:
+    """Text read from a folder, with control characters escaped (a terminal obeys them)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
 
 
 def _set_options(parser: argparse.ArgumentParser) -> None:
@@ -312,7 +355,7 @@ def _set_options(parser: argparse.ArgumentParser) -> None:
 def _analysis(args, results=None):
     from rashomon.analysis import analyze
 
-    return analyze(
+    analysis = analyze(
         results or args.dir,
         args.epsilon,
         args.metric,
@@ -320,6 +363,13 @@ def _analysis(args, results=None):
         split=args.split,
         baseline=args.baseline,
     )
+    if analysis.n_pending:
+        print(
+            f"rashomon: note: {analysis.n_pending} models of the job are not trained yet; this "
+            "covers the models trained so far (run the same `rashomon run` again to finish)",
+            file=sys.stderr,
+        )
+    return analysis
 
 
 def _analyze(args) -> int:

@@ -7,7 +7,9 @@ in seconds) needs a writer that takes the probabilities directly. The schemas ar
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rashomon.engine.store import MODELS_SCHEMA, predictions_schema
+from rashomon.engine.store import MODELS_SCHEMA, parquet_bytes, predictions_schema
 
 
 def write_examples(root: Path, examples: pd.DataFrame, classes: Sequence[str]) -> None:
@@ -35,9 +37,12 @@ def write_pack(
     models: pd.DataFrame,
     probabilities: Mapping[str, np.ndarray],
     example_ids: Mapping[str, np.ndarray] | None = None,
-) -> None:
+) -> str:
     """One pack: its ``models`` rows (missing columns null) and (models, examples, classes)
-    probabilities per split, rows in ``example_id`` order (default ``0 … n−1``)."""
+    probabilities per split, rows in ``example_id`` order (default ``0 … n−1``). A ``pack_id``
+    that is not one (16 hex digits, as readers require) is a label hashed into one; returns it."""
+    if not re.fullmatch(r"[0-9a-f]{16}", pack_id):
+        pack_id = hashlib.sha256(pack_id.encode()).hexdigest()[:16]
     n = len(models)
     columns = {name: pa.nulls(n, MODELS_SCHEMA.field(name).type) for name in MODELS_SCHEMA.names}
     columns["pack_id"] = pa.array([pack_id] * n)
@@ -68,5 +73,8 @@ def write_pack(
                 schema=predictions_schema(n_classes),
             )
         )
-    pq.write_table(pa.concat_tables(parts), root / "predictions" / f"{pack_id}.parquet")
-    pq.write_table(pa.table(columns, schema=MODELS_SCHEMA), root / "models" / f"{pack_id}.parquet")
+    predictions = parquet_bytes(pa.concat_tables(parts))  # as the engine writes them
+    (root / "predictions" / f"{pack_id}.parquet").write_bytes(predictions)
+    models = parquet_bytes(pa.table(columns, schema=MODELS_SCHEMA))
+    (root / "models" / f"{pack_id}.parquet").write_bytes(models)
+    return pack_id

@@ -162,7 +162,7 @@ def folder(tmp_path_factory):
             }
         )
         probabilities = rng.dirichlet(np.ones(3), (len(ids), len(test_ids))).astype(np.float32)
-        write_pack(root, pack_id, models, {"test": probabilities}, {"test": test_ids})
+        pack_id = write_pack(root, pack_id, models, {"test": probabilities}, {"test": test_ids})
         arch = Architecture(dataset.n_features, hidden, dataset.n_classes)
         params = init_parameters(arch, range(10 * seed, 10 * seed + len(ids)), torch.float32,
                                  torch.device("cpu"))  # fmt: skip

@@ -8,23 +8,28 @@ committed objects are ever visible — no temporaries, no half-written files.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from rashomon.analysis import open_results
 from rashomon.engine.cli import main
-from rashomon.engine.store import resolve_location
-from rashomon.jobs import expand, load_job
+from rashomon.engine.store import FolderLock, Owner, ResultsDir, resolve_location
+from rashomon.engine.store._lock import STALE_AFTER
+from rashomon.jobs import UserError, expand, load_job
 
 JOB = """
 name: remote
@@ -105,9 +110,9 @@ def object_names(filesystem: pafs.FileSystem, prefix: str) -> list[str]:
 
 def predictions(location) -> pd.DataFrame:
     results = open_results(location)
-    filesystem, root = results.filesystem, results.root
-    files = [f"{root}/predictions/{p}.parquet" for p in sorted(results.models["pack_id"].unique())]
-    table = pq.ParquetDataset(files, filesystem=filesystem).read().to_pandas()
+    store = results.store
+    files = [store.pack_file("predictions", p) for p in sorted(results.models["pack_id"].unique())]
+    table = pq.ParquetDataset(files, filesystem=store.filesystem).read().to_pandas()
     return table.sort_values(["model_id", "split", "example_id"], ignore_index=True)
 
 
@@ -163,24 +168,49 @@ def test_uncommitted_pack_files_are_deleted_and_their_models_retrained(
     where, bucket, s3_endpoint, ray_cluster, job_file, tmp_path
 ):
     """A writer killed between a pack's predictions and its models file leaves an uncommitted
-    pack: the rerun trains it again, and stray files of packs that no longer exist go."""
+    pack: the rerun trains it again, and files we wrote for packs that no longer exist go. Only
+    files provably ours are deleted: a pack file copied under another pack's name is moved to
+    quarantine/, and a user's own files stay byte for byte."""
     location = str(tmp_path / "out") if where == "local" else url(s3_endpoint, "crash")
     assert main(["run", str(job_file), "--out", location, "--quiet"]) == 0
     before = predictions(location)
-    filesystem, root = resolve_location(location)
+    store = ResultsDir(location)
+    filesystem, root = store.filesystem, store.root
     lost = sorted(open_results(location).models["pack_id"].unique())[0]
-    filesystem.delete_file(f"{root}/models/{lost}.parquet")
-    filesystem.copy_file(f"{root}/predictions/{lost}.parquet", f"{root}/predictions/stray.parquet")
-    filesystem.copy_file(f"{root}/weights/{lost}.safetensors", f"{root}/weights/stray.safetensors")
+    # a pack of ours whose models file was never written (a writer killed before its commit)
+    stray = "0123456789abcdef"
+    models = store.read_models(lost)
+    n = models.num_rows
+    store.write_pack(
+        stray,
+        models.set_column(1, "pack_id", pa.array([stray] * n)),
+        pq.read_table(store.pack_file("predictions", lost), filesystem=filesystem),
+        {"layers.0.weight": torch.zeros(n, 2, 2), "layers.0.bias": torch.zeros(n, 2)},
+        {"model_ids": json.dumps(models["model_id"].to_pylist())},
+    )
+    filesystem.delete_file(store.pack_file("models", stray))
+    filesystem.delete_file(store.pack_file("models", lost))
+    copied = f"{root}/predictions/fedcba9876543210.parquet"  # our name, another pack's marker
+    filesystem.copy_file(store.pack_file("predictions", lost), copied)
+    ours_temporary = f"{root}/predictions/.{lost}.parquet.{'a' * 32}.tmp"
+    users = [f"{root}/predictions/baseline.parquet", f"{root}/weights/pretrained.safetensors",
+             f"{root}/x.tmp", f"{root}/predictions/.notes.tmp"]  # fmt: skip
+    for path in [ours_temporary, *users]:
+        with filesystem.open_output_stream(path) as stream:
+            stream.write(f"not rashomon's: {path}".encode())
 
     assert main(["run", str(job_file), "--out", location, "--quiet"]) == 0
     models = open_results(location).models
     assert models["model_id"].is_unique and len(models) == N_MODELS
     pd.testing.assert_frame_equal(predictions(location), before)
-    stray = [
-        f"{root}/{f}/stray.{s}" for f, s in (("predictions", "parquet"), ("weights", "safetensors"))
-    ]
-    assert all(filesystem.get_file_info(p).type == pafs.FileType.NotFound for p in stray)
+    gone = [store.pack_file("predictions", stray), store.pack_file("weights", stray),
+            ours_temporary, copied]  # fmt: skip
+    assert all(filesystem.get_file_info(p).type == pafs.FileType.NotFound for p in gone)
+    for path in users:
+        with filesystem.open_input_stream(path) as stream:
+            assert stream.read() == f"not rashomon's: {path}".encode()
+    quarantined = f"{root}/quarantine/predictions/fedcba9876543210.parquet"
+    assert filesystem.get_file_info(quarantined).type == pafs.FileType.File
 
 
 def test_a_missing_bucket_is_one_clear_error(s3_endpoint, job_file, capsys):
@@ -197,3 +227,79 @@ def test_tune_into_s3_needs_a_storage_that_is_not_sqlite(s3_endpoint, bucket, tm
     location = url(s3_endpoint, "tune")
     assert main(["tune", str(job), "--trials", "1", "--out", location, "--quiet"]) == 2
     assert "--storage" in capsys.readouterr().err
+
+
+def test_a_foreign_prefix_is_refused_untouched(bucket, s3_endpoint, job_file, capsys):
+    with bucket.open_output_stream("results/foreign/predictions/baseline.parquet") as stream:
+        stream.write(b"the user's own")
+    location = url(s3_endpoint, "foreign")
+    assert main(["run", str(job_file), "--out", location, "--quiet"]) == 2
+    assert "not empty and not a rashomon results folder" in capsys.readouterr().err
+    assert object_names(bucket, "foreign") == ["predictions/baseline.parquet"]
+
+
+HOLDER = """
+import sys
+from rashomon.engine.store import ResultsDir
+with ResultsDir(sys.argv[1]).lock("a test holder"):
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_one_writer_per_prefix_and_a_killed_holders_lease_is_taken_over(
+    bucket, s3_endpoint, ray_cluster, job_file, capsys
+):
+    location = url(s3_endpoint, "leased")
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, location], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == b"held"
+        assert main(["run", str(job_file), "--out", location, "--quiet"]) == 2
+        error = capsys.readouterr().err
+        assert "another rashomon process is writing" in error and f"pid {holder.pid}" in error
+    finally:
+        holder.kill()  # SIGKILL: its lease stays behind
+        holder.wait()
+    assert len(object_names(bucket, "leased")) == 1  # the dead holder's lease
+    assert main(["run", str(job_file), "--out", location, "--quiet"]) == 0
+    assert f"{N_MODELS} models trained" in capsys.readouterr().out
+    assert not [n for n in object_names(bucket, "leased") if n.startswith(".rashomon-lock")]
+
+
+def test_leases_of_other_hosts_and_contenders_in_one_instant(bucket, s3_endpoint):
+    store = ResultsDir(url(s3_endpoint, "contended"))
+    me = Owner.of_this_process("someone else's run")
+    lease = f"{store.root}/.rashomon-lock/{'e' * 32}.json"
+    fresh = me.record() | {"token": "e" * 32, "host": "elsewhere", "heartbeat": time.time()}
+    with bucket.open_output_stream(lease) as stream:
+        stream.write(json.dumps(fresh).encode())
+    with pytest.raises(UserError, match="someone else's run on elsewhere"):
+        store.lock("mine").__enter__()
+    stale = fresh | {"heartbeat": time.time() - STALE_AFTER - 1}
+    with bucket.open_output_stream(lease) as stream:
+        stream.write(json.dumps(stale).encode())
+    with store.lock("mine"):
+        assert [o.purpose for o in FolderLock(bucket, store.root, "", "x").leases()] == ["mine"]
+    assert object_names(bucket, "contended") == []
+
+    held, refused = [], []
+    start = threading.Barrier(4)
+
+    def contend():
+        lock = FolderLock(store.filesystem, store.root, store.location, "contender")
+        start.wait()
+        try:
+            lock.acquire()
+            held.append(lock)
+        except UserError:
+            refused.append(lock)
+
+    threads = [threading.Thread(target=contend) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(held) == 1 and len(refused) == 3
+    held[0].release()
+    assert object_names(bucket, "contended") == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -218,3 +219,15 @@ def test_a_configuration_asked_twice_at_once_is_trained_once(ray_cluster, tmp_pa
     models = pd.read_parquet(out / "models")
     assert len(models) == SEEDS and models["model_id"].is_unique
     assert len({trial.value for trial in complete}) == 1  # the same cohort, the same score
+
+
+def test_status_of_a_searched_folder_counts_trials_not_a_negative_pending(single, capsys):
+    capsys.readouterr()
+    assert main(["status", str(single)]) == 0
+    text = capsys.readouterr().out
+    models = pd.read_parquet(single / "models")
+    assert f"trials   {models['trial'].nunique():>8} (a search has no fixed total)" in text
+    assert f"done     {len(models):>8}" in text and "pending" not in text
+    assert not re.search(r"\s-\d", text)
+    assert main(["analyze", str(single), "--json", "--epsilon", "0.05"]) == 0
+    assert json.loads(capsys.readouterr().out)["n_pending"] == 0

@@ -49,17 +49,20 @@ class RunSummary:
     failed: int
     seconds: float
     out_dir: str
+    repaired: int = 0  # damaged packs found at the start, whose models were trained again
 
     def line(self) -> str:
+        repaired = f"; {self.repaired} damaged packs trained again" if self.repaired else ""
         return (
             f"{self.trained} models trained ({self.diverged} diverged, {self.failed} failed, "
             f"{self.already_done} already done) of {self.total} in {self.seconds:.1f} s "
-            f"-> {self.out_dir}"
+            f"-> {self.out_dir}{repaired}"
         )
 
 
 def pending_models(job, results: ResultsDir):
-    """The job's variants without a finished record, and the ids of stale failed packs."""
+    """The job's variants without a finished record in an intact pack, and the ids of stale
+    failed packs."""
     recorded = results.recorded_models()
     finished = set(recorded.loc[recorded["status"].isin(FINISHED), "model_id"])
     failed_packs = set(recorded.loc[~recorded["status"].isin(FINISHED), "pack_id"])
@@ -74,28 +77,36 @@ def run_job(
     show_progress: bool = True,
     num_cpus: int | None = None,
 ) -> RunSummary:
+    """Train every pending model of ``job`` into ``out_dir``, holding the folder's lock."""
     start = time.perf_counter()
     dataset = prepare_job_dataset(job)
     results = ResultsDir(out_dir)
-    results.claim(job, dataset)
-    pending, total, failed_packs = pending_models(job, results)
-    summary = RunSummary(total, total - len(pending), 0, 0, 0, 0.0, results.location)
-    if pending:
-        ray = _cluster.connect(address, num_cpus=num_cpus)
-        resources = job.resources
-        workers = _cluster.worker_count(ray, resources.cpus_per_worker, resources.gpus_per_worker)
-        packs = plan_packs(
-            pending,
-            job.train,
-            resources.models_per_pack,
-            dataset.n_features,
-            dataset.n_classes,
-            n_workers=workers,
-            on_gpu=resources.gpus_per_worker > 0,
+    with results.lock(f"`rashomon run` of job {job.name}") as lock:
+        repaired = results.claim(job, dataset)
+        pending, total, failed_packs = pending_models(job, results)
+        summary = RunSummary(
+            total, total - len(pending), 0, 0, 0, 0.0, results.location, len(repaired)
         )
-        results.discard_packs(failed_packs - {p.pack_id for p in packs})
-        _Scheduler(ray, job, dataset, results, workers, summary, show_progress).run(packs)
-        results.remove_uncommitted()
+        if pending:
+            ray = _cluster.connect(address, num_cpus=num_cpus)
+            resources = job.resources
+            workers = _cluster.worker_count(
+                ray, resources.cpus_per_worker, resources.gpus_per_worker
+            )
+            packs = plan_packs(
+                pending,
+                job.train,
+                resources.models_per_pack,
+                dataset.n_features,
+                dataset.n_classes,
+                n_workers=workers,
+                on_gpu=resources.gpus_per_worker > 0,
+            )
+            results.discard_packs(failed_packs - {p.pack_id for p in packs})
+            scheduler = _Scheduler(ray, job, dataset, results, workers, summary, show_progress)
+            scheduler.run(packs, on_done=lambda _pack: lock.check())
+            lock.check()
+            results.remove_uncommitted()
     summary.seconds = time.perf_counter() - start
     return summary
 

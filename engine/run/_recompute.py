@@ -27,7 +27,7 @@ from rashomon.engine.model import (
     keep_freed_memory,
 )
 from rashomon.engine.store import ResultsDir
-from rashomon.jobs import FLATNESS_COLUMNS, FlatnessConfig, UserError, prepare_job_dataset
+from rashomon.jobs import FLATNESS_COLUMNS, FlatnessConfig, UserError
 
 
 def recompute_flatness(location: str, overrides: Mapping[str, str]) -> tuple[int, FlatnessConfig]:
@@ -35,15 +35,16 @@ def recompute_flatness(location: str, overrides: Mapping[str, str]) -> tuple[int
     results = ResultsDir(location)
     job = results.job()
     config = _settings(job.flatness, overrides)
-    dataset = prepare_job_dataset(job)
-    if dataset.fingerprint != results.identity().get("dataset_fingerprint"):
-        raise UserError(
-            f"{job.dataset.source}: the dataset changed since {results.location} was trained; "
-            "the statistics would not describe these models"
-        )
+    dataset = results.dataset()
     settings = FlatnessSettings.from_config(config)
     keep_freed_memory()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    with results.lock("`rashomon flatness`"):
+        return _recompute(results, dataset, config, settings, device), config
+
+
+def _recompute(results: ResultsDir, dataset, config, settings, device) -> int:
+    """Rewrite each pack's models file with new statistics; returns the models measured."""
     pack_ids = results.pack_ids()
     if not pack_ids:
         raise UserError(f"{results.location}: no trained models yet; run `rashomon run` first")
@@ -60,7 +61,7 @@ def recompute_flatness(location: str, overrides: Mapping[str, str]) -> tuple[int
         )
         results.rewrite_models(pack_id, table)
         measured += int(np.isfinite(stats["weight_norm"]).sum())
-    return measured, config
+    return measured
 
 
 def _settings(config: FlatnessConfig, overrides: Mapping[str, str]) -> FlatnessConfig:

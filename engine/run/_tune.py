@@ -7,9 +7,12 @@ So the study never holds a value the results folder does not explain, and the se
 population is a results folder like any other for ``rashomon analyze``.
 
 Resume: model ids depend only on configuration and seeds, so a configuration asked again finds
-its finished models on disk and trains only what is missing. A trial left ``RUNNING`` by a killed
-driver is marked ``FAIL`` on restart (its finished models stay and are reused); only completed
-trials count towards ``--trials``.
+its finished models on disk and trains only what is missing. The driver holds the results
+folder's lock, records itself on each trial it asks for, and keeps a heartbeat in the study's
+user attributes; a trial left ``RUNNING`` by a driver that is gone (killed) is marked ``FAIL`` on
+restart (its finished models stay and are reused), while one whose driver lives — another
+``tune`` of the same study into another folder — is left to it. Only completed trials count
+towards ``--trials``.
 
 The study records what users look for in it (``optuna-dashboard``, ``trials_dataframe``): the
 objectives' names, and on every trial its cohort size and results folder. A storage URL's
@@ -30,10 +33,11 @@ import pandas as pd
 from rashomon.engine.run import _cluster
 from rashomon.engine.run._driver import FINISHED, RunSummary, _Scheduler
 from rashomon.engine.run._plan import Pack, plan_packs
-from rashomon.engine.store import ResultsDir
+from rashomon.engine.store import FolderLock, Owner, ResultsDir
 from rashomon.jobs import UserError, cohort, prepare_job_dataset, redact
 
 IN_FLIGHT_TRIALS_PER_WORKER = 1
+DRIVER = "rashomon_driver"  # trial attribute: the driver's token; study attribute DRIVER:token
 
 
 @dataclass
@@ -55,8 +59,6 @@ def tune_job(
     address: str | None = None,
     show_progress: bool = True,
 ) -> TuneSummary:
-    import optuna
-
     if not job.search.distributions():
         raise UserError(
             f"{job.name}: the job has no search: section to tune; add one, e.g. "
@@ -66,8 +68,27 @@ def tune_job(
         raise UserError(f"--trials {n_trials}: must be >= 1")
     dataset = prepare_job_dataset(job)
     results = ResultsDir(out_dir)
-    results.claim(job, dataset)
     storage = storage or _default_storage(results)
+    with results.lock(f"`rashomon tune` of job {job.name}") as lock:
+        results.claim(job, dataset)
+        return _search(job, dataset, results, lock, n_trials, storage, study_name, address,
+                       show_progress)  # fmt: skip
+
+
+def _search(
+    job,
+    dataset,
+    results: ResultsDir,
+    lock: FolderLock,
+    n_trials: int,
+    storage: str,
+    study_name: str | None,
+    address: str | None,
+    show_progress: bool,
+) -> TuneSummary:
+    """The search, under the results folder's lock."""
+    import optuna
+
     name = study_name or job.name
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
@@ -79,6 +100,8 @@ def tune_job(
     with warnings.catch_warnings():  # "experimental" since Optuna 3.2, and in every UI since
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names(list(job.search.objectives))
+    driver = lock.me.token
+    lock.on_heartbeat(lambda: study.set_user_attr(f"{DRIVER}:{driver}", lock.me.record()))
     _fail_abandoned_trials(study)
     # a resumed study must not replay the first run's random draws
     study.sampler = _sampler(job.search, offset=len(study.trials))
@@ -87,10 +110,15 @@ def tune_job(
     ray = _cluster.connect(address)
     resources = job.resources
     workers = _cluster.worker_count(ray, resources.cpus_per_worker, resources.gpus_per_worker)
-    search = _Search(study, job, dataset, results, workers, n_trials)
+    search = _Search(study, job, dataset, results, workers, n_trials, driver)
+
+    def done(pack: Pack) -> None:
+        lock.check()
+        search.pack_done(pack)
+
     if search.wanted():
         scheduler = _Scheduler(ray, job, dataset, results, workers, summary, show_progress)
-        scheduler.run(search.next_packs(), refill=search.next_packs, on_done=search.pack_done)
+        scheduler.run(search.next_packs(), refill=search.next_packs, on_done=done)
     summary.seconds = time.perf_counter() - start
     return TuneSummary(
         study_name=name,
@@ -116,9 +144,11 @@ def _default_storage(results: ResultsDir) -> str:
 class _Search:
     """Trials in flight: which packs each still waits for, and telling when a cohort is done."""
 
-    def __init__(self, study, job, dataset, results: ResultsDir, workers: int, n_trials: int):
+    def __init__(
+        self, study, job, dataset, results: ResultsDir, workers: int, n_trials: int, driver: str
+    ):
         self.study, self.job, self.dataset, self.results = study, job, dataset, results
-        self.workers, self.n_trials = workers, n_trials
+        self.workers, self.n_trials, self.driver = workers, n_trials, driver
         self.waiting: dict[int, set[str]] = {}  # trial number -> unfinished pack ids
         self.trials_of: dict[str, set[int]] = {}  # pack id in flight -> trials waiting for it
         self.pack_of: dict[str, str] = {}  # model id in flight -> its pack id
@@ -141,6 +171,7 @@ class _Search:
         finished = self._finished_ids()
         while self.wanted() and len(self.waiting) < limit:
             trial = self.study.ask()
+            trial.set_user_attr(DRIVER, self.driver)
             params = {name: _suggest(trial, name, dist) for name, dist in self._distributions()}
             variants = cohort(self.job, params, trial=trial.number)
             trial.set_user_attr("cohort_size", len(variants))
@@ -190,9 +221,9 @@ class _Search:
         values = [_objective(name, models, self.results) for name in objectives] if complete else []
         if not complete or not np.isfinite(values).all():
             self.failed += 1
-            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            _tell(self.study, trial, state=optuna.trial.TrialState.FAIL)
             return
-        self.study.tell(trial, values if len(values) > 1 else values[0])
+        _tell(self.study, trial, values if len(values) > 1 else values[0])
 
     def _distributions(self):
         return self.job.search.distributions().items()
@@ -261,12 +292,28 @@ def _storage(url: str):
         ) from None
 
 
+def _tell(study, trial, *args, **kwargs) -> None:
+    """Tell the study, unless another driver has finished the trial meanwhile (it judged this
+    one gone: a missed heartbeat); the cohort's models stay for whoever asks it again."""
+    try:
+        study.tell(trial, *args, **kwargs)
+    except ValueError as error:
+        if "Cannot tell a" not in str(error):
+            raise
+
+
 def _fail_abandoned_trials(study) -> None:
-    """Trials a killed driver left RUNNING: mark them FAIL (their finished models are kept)."""
+    """Trials left RUNNING by a driver that is gone: mark them FAIL (their finished models are
+    kept). A trial of a live driver (its heartbeat in the study is fresh) is its driver's."""
     import optuna
 
+    drivers = study.user_attrs
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+        record = drivers.get(f"{DRIVER}:{trial.user_attrs.get(DRIVER)}")
+        owner = Owner.from_json(record) if isinstance(record, dict) else None
+        if owner is not None and owner.alive():
+            continue
+        _tell(study, trial.number, state=optuna.trial.TrialState.FAIL)
 
 
 def describe_tune(summary: TuneSummary) -> str:

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import uuid
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 
 from rashomon.jobs import UserError
+
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.[0-9a-f]{32}\.tmp")
 
 
 def resolve_location(location: str | os.PathLike) -> tuple[pafs.FileSystem, str]:
@@ -51,7 +54,7 @@ def put(filesystem: pafs.FileSystem, path: str, data: bytes | pa.Buffer) -> None
     """Write ``data`` to ``path`` so that it appears whole or not at all."""
     if isinstance(filesystem, pafs.LocalFileSystem):
         folder, name = path.rsplit("/", 1)
-        temporary = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"
+        temporary = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"  # `temporary_target` reads it
         try:
             _write(filesystem, temporary, data)
             filesystem.move(temporary, path)
@@ -59,6 +62,12 @@ def put(filesystem: pafs.FileSystem, path: str, data: bytes | pa.Buffer) -> None
             delete(filesystem, temporary)
     else:
         _write(filesystem, path, data)
+
+
+def temporary_target(name: str) -> str | None:
+    """The file a temporary of `put` was to become, or None when ``name`` is not one."""
+    match = _TEMPORARY.fullmatch(name)
+    return match["name"] if match else None
 
 
 def _write(filesystem: pafs.FileSystem, path: str, data: bytes | pa.Buffer) -> None:
