@@ -201,8 +201,15 @@ def format_table(analysis: Analysis) -> str:
         arrow = "↑" if legend.worse == "higher" else "↓"
         lines.append(f"  {name:<23}{data[name]:>9.4g} {arrow} {legend.definition}")
     lines.append("  (Rashomon ratios are pool-based: shares of the trained pool, not volumes)")
-    lines.append("source of prediction variance (share, averaged over examples):")
-    lines += [f"  {axis:<23}{share:>9.3f}" for axis, share in analysis.source_decomposition.items()]
+    lines.append(
+        "source of prediction variance (share, averaged over examples; chance: the share of "
+        "pure noise):"
+    )
+    chance = analysis.source_decomposition_chance
+    lines += [
+        f"  {axis:<23}{share:>9.3f}   chance {chance[axis]:.3f}"
+        for axis, share in analysis.source_decomposition.items()
+    ]
     if analysis.flatness:
         lines += _flatness_lines(analysis.flatness)
     for column, values in analysis.subgroups.items():

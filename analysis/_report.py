@@ -72,9 +72,10 @@ def write_report(
 def render_report(analysis: Analysis, results: Results) -> str:
     """The page as one string: deterministic for the same results and analysis."""
     chosen = analysis.rashomon_set
+    pending = f", {analysis.n_pending} pending" if analysis.n_pending else ""
     title = html.escape(
-        f"Rashomon report: {len(results.models)} models ({len(chosen.pool_model_ids)} ok), "
-        f"Rashomon set of {chosen.size}"
+        f"Rashomon report: {len(results.models)} models ({len(chosen.pool_model_ids)} ok"
+        f"{pending}), Rashomon set of {chosen.size}"
     )
     sections = [
         f"<h1>{title}</h1>",
@@ -113,7 +114,8 @@ def _overview(analysis: Analysis, results: Results) -> str:
         f"<p>Results folder <code>{html.escape(results.location)}</code>: {len(models)} models "
         f"recorded. Seeds: {seeds['init']} init × {seeds['order']} order × {seeds['data']} data; "
         f"hyperparameters that vary: {html.escape(', '.join(c[3:] for c in varying) or 'none')}."
-        f"</p><p>Rashomon set: <b>{chosen.size}</b> of {len(chosen.pool_model_ids)} ok models "
+        f"</p>{_pending_note(analysis.n_pending)}<p>Rashomon set: <b>{chosen.size}</b> of "
+        f"{len(chosen.pool_model_ids)} ok models "
         f"with {html.escape(chosen.metric)} ≤ {chosen.threshold:.4g} (ε = {chosen.epsilon:g}, "
         f"{'relative' if chosen.relative else 'absolute'}), chosen on validation data; baseline "
         f"<code>{html.escape(chosen.baseline_model_id)}</code>. Multiplicity is measured on the "
@@ -129,6 +131,15 @@ def _overview(analysis: Analysis, results: Results) -> str:
         )
         image = _svg(figure)
     return text + _table(counts) + image
+
+
+def _pending_note(n_pending: int) -> str:
+    if not n_pending:
+        return ""
+    return (
+        f'<p class="warn">{n_pending} models of the job are not trained yet: this report covers '
+        "the models trained so far (run the same <code>rashomon run</code> again to finish).</p>"
+    )
 
 
 def _measures_table(analysis: Analysis) -> str:
@@ -239,18 +250,23 @@ def _histograms(analysis: Analysis) -> str:
 
 def _decomposition_section(analysis: Analysis) -> str:
     shares = analysis.source_decomposition
-    with _figure(1, 1, panel_height=0.45 * len(shares) + 1.0, width=7.5) as (figure, axes):
-        bars = axes.barh(list(shares), list(shares.values()), color="C2")
+    chance = analysis.source_decomposition_chance
+    with _figure(1, 1, panel_height=0.45 * len(shares) + 1.3, width=7.5) as (figure, axes):
+        bars = axes.barh(list(shares), list(shares.values()), color="C2", label="share")
         axes.bar_label(bars, fmt="%.2f", padding=3)
+        axes.scatter([chance[axis] for axis in shares], list(shares), marker="|", s=300,
+                     color="k", zorder=3, label="chance: the share of pure noise")  # fmt: skip
         axes.invert_yaxis()
+        figure.legend(loc="outside upper center", ncols=2)
         axes.set(xlabel="share of per-example prediction variance (mean over examples)",
                  xlim=(0, 1))  # fmt: skip
         image = _svg(figure)
     return image + (
         '<p class="note">Sequential main-effect sums of squares over the Rashomon set, in the '
         "order init, order, data, hyperparameters; exact and order-free for a balanced factorial "
-        "design. init/order/hyperparameters are procedural sources, data (bootstrap) statistical."
-        "</p>"
+        "design. init/order/hyperparameters are procedural sources, data (bootstrap) statistical. "
+        "A small set inflates shares by chance: a share near its chance mark (the expected share "
+        "if the predictions were pure noise) says nothing about that source.</p>"
     )
 
 

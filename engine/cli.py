@@ -298,10 +298,10 @@ def describe_status(location: str) -> tuple[str, int]:
         lines.append(f"  damaged  {len(suspect):>8} (in {len(scan.damaged)} packs)")
     failures = recorded[recorded["status"] == "failed"]
     for (pack_id, error), group in failures.groupby(["pack_id", "error"], dropna=False):
-        shown = "no error recorded" if pd.isna(error) else _printable(error)
+        shown = "no error recorded" if pd.isna(error) else printable(str(error))
         lines.append(f"  pack {pack_id} ({len(group)} models): {shown}")
     for pack_id, problem in sorted(scan.damaged.items())[:_SHOWN]:
-        lines.append(f"  pack {pack_id} damaged: {_printable(problem)}")
+        lines.append(f"  pack {pack_id} damaged: {printable(problem)}")
     if len(scan.damaged) > _SHOWN:
         lines.append(f"  ... and {len(scan.damaged) - _SHOWN} more damaged packs")
     examples = ""
@@ -325,14 +325,9 @@ def describe_status(location: str) -> tuple[str, int]:
         )
     holder = results.holder()
     if holder is not None:
-        lines.append(f"  in progress: {_printable(holder.describe())}")
+        lines.append(f"  in progress: {printable(holder.describe())}")
     code = 2 if scan.damaged or examples else 1 if progress.failed else 0
     return "\n".join(lines), code
-
-
-def _printable(text: str) -> str:
-    """Text read from a folder, with control characters escaped (a terminal obeys them)."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
 
 
 def _set_options(parser: argparse.ArgumentParser) -> None:

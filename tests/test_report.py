@@ -5,6 +5,7 @@ small subgroups flagged; and the flatness summary in the terminal."""
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import re
 
@@ -223,3 +224,17 @@ def test_a_large_population_keeps_the_flatness_figure_small(tmp_path):
     (figure,) = figures(section)
     assert len(section) < 600_000 and len(list(figure.iter(f"{_NS}image"))) == 11
     assert "gradient norm ‖∇L‖₂" in [text.content for text in texts(figure)]
+
+
+def test_chance_levels_and_pending_models_are_shown(population, page):
+    _, results, analysis = population
+    chance = analysis.source_decomposition_chance
+    lines = format_table(analysis).splitlines()
+    for axis, share in analysis.source_decomposition.items():
+        assert f"  {axis:<23}{share:>9.3f}   chance {chance[axis]:.3f}" in lines
+    decomposition = figures(page)[4]
+    assert "chance: the share of pure noise" in [text.content for text in texts(decomposition)]
+    assert "pending" not in page
+    unfinished = render_report(dataclasses.replace(analysis, n_pending=3), results)
+    assert "<title>Rashomon report: 24 models (23 ok, 3 pending)," in unfinished
+    assert "3 models of the job are not trained yet" in unfinished

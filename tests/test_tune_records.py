@@ -36,7 +36,8 @@ def test_the_study_names_its_objectives_and_each_trial_its_cohort_and_folder(
     assert study.metric_names == ["val_acc", "disagreement"]
     assert len(study.trials) == 2
     for trial in study.trials:
-        assert trial.user_attrs == {"cohort_size": 3 * 2, "results_dir": str(out)}
+        assert trial.user_attrs.items() >= {"cohort_size": 3 * 2, "results_dir": str(out)}.items()
+        assert set(trial.user_attrs) == {"cohort_size", "results_dir", "rashomon_driver"}
     frame = study.trials_dataframe()
     assert {"values_val_acc", "values_disagreement", "user_attrs_cohort_size"} <= set(frame)
     assert "values_val_acc" in capsys.readouterr().out  # the table `tune` prints
