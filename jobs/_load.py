@@ -165,8 +165,12 @@ def _too_large(source: str) -> str:
     )
 
 
-def load_job_text(text: str, source: str, *, base_dir: str | Path | None = None) -> Job:
-    """Validate a job given as YAML text; `source` names it in error messages."""
+def load_job_text(
+    text: str, source: str, *, base_dir: str | Path | None = None, recorded: bool = False
+) -> Job:
+    """Validate a job given as YAML text; `source` names it in error messages. ``recorded``: the
+    text is a results folder's ``job.yaml``, possibly written by an earlier rashomon, whose
+    renamed settings are read in today's words."""
     if len(text.encode("utf-8", "surrogatepass")) > MAX_JOB_BYTES:
         raise UserError(_too_large(source))
     loader = None
@@ -193,7 +197,22 @@ def load_job_text(text: str, source: str, *, base_dir: str | Path | None = None)
     finally:
         if loader is not None:
             loader.dispose()
+    if recorded:
+        document = _upgrade_recorded(document)
     return parse_job(document, source, base_dir=base_dir)
+
+
+def _upgrade_recorded(document: Any) -> Any:
+    """A recorded job in today's settings. A folder's identity is the job hash in its header, so
+    reading it (``status``, ``analyze``) must not fail because a setting was renamed since; a new
+    run of the renamed job still differs from the recorded one and is refused as another job."""
+    flatness = document.get("flatness") if isinstance(document, Mapping) else None
+    if isinstance(flatness, Mapping) and "avg_samples" in flatness:
+        upgraded = {k: v for k, v in flatness.items() if k != "avg_samples"}
+        samples = flatness["avg_samples"]
+        upgraded.setdefault("avg_pairs", max(1, samples // 2) if isinstance(samples, int) else 8)
+        document = {**document, "flatness": upgraded}
+    return document
 
 
 def _where(mark: Any) -> str:

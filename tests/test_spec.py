@@ -502,3 +502,15 @@ def test_ready_made_jobs_load_and_round_trip(name: str) -> None:
     job = load_job(JOBS / f"{name}.yaml")
     assert job.name == name
     assert parse(yaml.safe_load(job.to_yaml())).job_hash == job.job_hash
+
+
+def test_a_recorded_job_of_an_earlier_version_reads_in_todays_settings():
+    """A results folder's job.yaml may predate a renamed setting: status and analyze still read
+    it, while a job file written today with the old name is refused with the new one."""
+    from rashomon.jobs import UserError, load_job_text
+
+    text = "name: old\ndataset: {source: wine}\nflatness: {avg_samples: 16, avg_sigma: 0.05}\n"
+    job = load_job_text(text, "DIR/job.yaml", recorded=True)
+    assert job.flatness.avg_pairs == 8 and job.flatness.avg_sigma == 0.05
+    with pytest.raises(UserError, match="avg_samples is now avg_pairs"):
+        load_job_text(text, "job.yaml")

@@ -137,7 +137,7 @@ class ResultsDir:
         base_dir = Path(self.root) if self.is_local else Path.cwd()
         with contextlib.suppress(KeyError, ValueError, TypeError):
             base_dir = Path(json.loads(self._header()["base_dir"]))
-        return load_job_text(text, f"{self.location}/job.yaml", base_dir=base_dir)
+        return load_job_text(text, f"{self.location}/job.yaml", base_dir=base_dir, recorded=True)
 
     def dataset(self) -> PreparedDataset:
         """The job's dataset prepared as for training, refused if its file changed since."""
