@@ -23,7 +23,7 @@ from rashomon.jobs import UserError
 
 
 def analyze(
-    results: Results | str | os.PathLike,
+    results_or_dir: Results | str | os.PathLike,
     epsilon: float = DEFAULT_EPSILON,
     metric: str = DEFAULT_METRIC,
     relative: bool = False,
@@ -37,7 +37,7 @@ def analyze(
 
     Parameters
     ----------
-    results : Results, str or path-like
+    results_or_dir : Results, str or path-like
         An opened results folder, or its location (a path or a ``pyarrow.fs`` URL).
     epsilon : float, default 0.01
         The set's tolerance: R_ε = {h : L(h) ≤ L(h0) + ε}, h0 the best ok model.
@@ -74,10 +74,12 @@ def analyze(
                 "model; leave out --baseline"
             )
         return analyze_cohorts(
-            results, by, epsilon, metric, relative=relative, split=split,
+            results_or_dir, by, epsilon, metric, relative=relative, split=split,
             memory_budget=memory_budget,
         )  # fmt: skip
-    results = results if isinstance(results, Results) else open_results(results)
+    results = (
+        results_or_dir if isinstance(results_or_dir, Results) else open_results(results_or_dir)
+    )
     (analysis,) = analyze_populations(
         results,
         [results.models],

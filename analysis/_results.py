@@ -28,14 +28,14 @@ def _positions(model_ids: Sequence[str]) -> dict[str, int]:
     return {model_id: row for row, model_id in enumerate(model_ids)}
 
 
-def open_results(location: str | os.PathLike) -> Results:
+def open_results(dir: str | os.PathLike) -> Results:
     """Open a results folder written by ``rashomon run`` or ``rashomon tune``.
 
     Nothing is read yet: each table is read when first asked for, and kept.
 
     Parameters
     ----------
-    location : str or path-like
+    dir : str or path-like
         The folder: a local path or a ``pyarrow.fs`` URL (``s3://bucket/prefix``, ``file://``).
 
     Returns
@@ -54,7 +54,7 @@ def open_results(location: str | os.PathLike) -> Results:
     >>> results.probabilities("test").shape  # (ok models, test examples, classes)  # doctest: +SKIP
     (128, 114, 2)
     """
-    return Results(location)
+    return Results(dir)
 
 
 class Results:

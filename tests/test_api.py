@@ -248,8 +248,8 @@ def test_signatures_are_the_specs():
     empty = inspect.Parameter.empty
     assert parameters(api.run) == [("job", empty), ("out", None), ("address", None),
                                    ("progress", True)]  # fmt: skip
-    assert parameters(api.open_results) == [("location", empty)]
-    assert parameters(api.analyze)[:6] == [("results", empty), ("epsilon", 0.01),
+    assert parameters(api.open_results) == [("dir", empty)]
+    assert parameters(api.analyze)[:6] == [("results_or_dir", empty), ("epsilon", 0.01),
         ("metric", "val_err"), ("relative", False), ("split", "test"), ("by", None)]  # fmt: skip
     assert parameters(api.tune)[:2] == [("job", empty), ("trials", empty)]
     assert parameters(api.report)[:2] == [("results_or_dir", empty), ("html", None)]
