@@ -236,7 +236,7 @@ def _cohort_section(cohorts: CohortAnalysis | None) -> list[str]:
         + (f", m = {m}, the largest every cohort's set reaches." if m else ".")
         + "</p>"
     )
-    parts = [f"<h2>Cohorts by {by}</h2>", intro, _table(_cohort_measures(cohorts), "legend")]
+    parts = [f"<h2>Cohorts by {by}</h2>", intro, _table(_cohort_measures(cohorts))]
     if m is not None:
         parts += [f"<h3>Against the number of models, and at m = {m}</h3>", _cohort_curves(cohorts)]
         parts.append(_table(_at_equal_size(cohorts)))

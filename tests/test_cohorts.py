@@ -43,6 +43,8 @@ def frame_and_probabilities(ids):
         rows.append(
             {"model_id": model_id, "init_seed": number % 3, "order_seed": number % 2,
              "data_seed": 0, "trial": trial, "hp_optimizer": optimizer, "hp_lr": lr,
+             "hp_momentum": 0.9 if optimizer.startswith("sgd") else np.nan,
+             "hp_nesterov": optimizer == "sgdm",
              "val_acc": val_acc, "val_loss": val_loss, "test_acc": val_acc,
              "train_loss": val_loss, "status": status}
         )  # fmt: skip
@@ -152,6 +154,11 @@ def test_values_are_named_as_the_models_table_holds_them(folder):
     assert by_trial.cohorts["<missing>"].rashomon_set.model_ids == ["s1", "s2", "s3"]
     by_seed = rashomon.analyze(folder, epsilon=0.01, by="init_seed")
     assert list(by_seed.cohorts) == ["0", "1", "2"]
+    by_momentum = rashomon.analyze(folder, epsilon=0.01, by="hp_momentum")  # NaN for adam, sam
+    assert list(by_momentum.cohorts) == ["0.9", "<missing>"]
+    assert by_momentum.cohorts["<missing>"].rashomon_set.model_ids == ["a0", "a1"]
+    by_flag = rashomon.analyze(folder, epsilon=0.01, by="hp_nesterov")
+    assert list(by_flag.cohorts) == ["False", "True"]
 
 
 def test_one_value_is_the_whole_population(folder):
