@@ -5,12 +5,15 @@ measures work in a notebook without the engine::
 
     from rashomon.analysis import analyze, open_results
     results = open_results("results/adult-mlp")
-    report = analyze(results, epsilon=0.01)
-    report.to_json()["disagreement"]
+    analysis = analyze(results, epsilon=0.01)
+    analysis.to_dict()["disagreement"]
+
+(`rashomon.analyze` and `rashomon.open_results` are these functions.)
 """
 
-from rashomon.analysis._analyze import Analysis, analyze, format_table
+from rashomon.analysis._analyze import analyze, format_table
 from rashomon.analysis._capacity import rashomon_capacity
+from rashomon.analysis._cohorts import CohortAnalysis, format_cohorts
 from rashomon.analysis._decomposition import (
     design_factors,
     source_decomposition,
@@ -31,12 +34,15 @@ from rashomon.analysis._measures import (
     viable_prediction_range,
 )
 from rashomon.analysis._multiplicity import ExampleMeasures, example_measures, multiplicity
+from rashomon.analysis._population import Analysis, Curves
 from rashomon.analysis._rashomon_set import RashomonSet, metric_values, rashomon_set
 from rashomon.analysis._report import write_report
 from rashomon.analysis._results import Results, open_results
 
 __all__ = [
     "Analysis",
+    "CohortAnalysis",
+    "Curves",
     "ExampleMeasures",
     "RashomonSet",
     "Results",
@@ -48,6 +54,7 @@ __all__ = [
     "discrepancy",
     "example_measures",
     "flip_rates",
+    "format_cohorts",
     "format_table",
     "metric_values",
     "multiplicity",

@@ -1,191 +1,103 @@
-"""``rashomon analyze``: the Rashomon set of a results folder and everything SPEC §6 says about it.
-
-Memory is what limits a population of 10,000 models × 10,000 examples: the set's probabilities are
-read once (4 bytes per model, example and class) when they fit in ``memory_budget``, otherwise in
-chunks of examples, and every measure is computed over chunks of examples so that temporaries
-stay small. The rest of the pool is only needed for its predicted classes (one byte each, for the
-pattern Rashomon ratio), read a group of models at a time.
-"""
+"""``rashomon analyze``: the Rashomon set of a results folder and everything SPEC §6 says about it,
+for the whole population or ``by`` a column's cohorts, and its terminal table."""
 
 from __future__ import annotations
 
 import os
 import textwrap
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 import numpy as np
 
-from rashomon.analysis._decomposition import SourceDecomposition, design_factors
-from rashomon.analysis._flatness import disagreement_with_set, flatness_statistics, flatness_summary
+from rashomon.analysis._cohorts import CohortAnalysis, analyze_cohorts
 from rashomon.analysis._legend import FEW_EXAMPLES, MEASURE_LEGEND
-from rashomon.analysis._measures import predicted_classes
-from rashomon.analysis._multiplicity import MEASURES, ExampleMeasures
-from rashomon.analysis._rashomon_set import (
-    DEFAULT_EPSILON,
-    DEFAULT_METRIC,
-    RashomonSet,
-    rashomon_set,
+from rashomon.analysis._multiplicity import MEASURES
+from rashomon.analysis._population import (
+    DEFAULT_SPLIT,
+    MEMORY_BUDGET,
+    Analysis,
+    analyze_populations,
 )
+from rashomon.analysis._rashomon_set import DEFAULT_EPSILON, DEFAULT_METRIC
 from rashomon.analysis._results import Results, open_results
 from rashomon.jobs import UserError
 
-DEFAULT_SPLIT = "test"
-MEMORY_BUDGET = 1 << 30
-_CHUNK_ELEMENTS = 1 << 22
-
-
-@dataclass
-class Analysis:
-    """The result of `analyze`: the set, per-example measures and their summaries."""
-
-    rashomon_set: RashomonSet
-    split: str
-    example_ids: np.ndarray
-    measures: ExampleMeasures
-    overall: dict[str, float]
-    subgroups: dict[str, dict[str, dict[str, float]]]
-    source_decomposition: dict[str, float]
-    source_decomposition_chance: dict[str, float]
-    flatness: dict = field(default_factory=dict)
-    n_pending: int = 0  # models of the job not trained yet: the analysis covers the others
-
-    def to_json(self) -> dict:
-        """The JSON object of SPEC §6, plus the split, exclusions and subgroup measures."""
-        chosen = self.rashomon_set
-        return {
-            "n_models": len(chosen.pool_model_ids),
-            "n_pending": self.n_pending,
-            "rashomon_set_size": chosen.size,
-            "epsilon": chosen.epsilon,
-            "metric": chosen.metric,
-            "relative": chosen.relative,
-            "baseline_model_id": chosen.baseline_model_id,
-            "split": self.split,
-            "n_examples": len(self.example_ids),
-            "excluded_models": chosen.excluded,
-            **self.overall,
-            "source_decomposition": self.source_decomposition,
-            "source_decomposition_chance": self.source_decomposition_chance,
-            "subgroups": self.subgroups,
-            "flatness": self.flatness,
-        }
-
 
 def analyze(
-    results: Results | str | os.PathLike,
+    results_or_dir: Results | str | os.PathLike,
     epsilon: float = DEFAULT_EPSILON,
     metric: str = DEFAULT_METRIC,
-    *,
     relative: bool = False,
     split: str = DEFAULT_SPLIT,
+    by: str | None = None,
+    *,
     baseline: str | None = None,
     memory_budget: int = MEMORY_BUDGET,
-) -> Analysis:
-    """Rashomon set (chosen on validation metrics) and its multiplicity on ``split``."""
-    results = results if isinstance(results, Results) else open_results(results)
-    chosen = rashomon_set(results.models, epsilon, metric, relative=relative, baseline=baseline)
-    examples = results.split_examples(split)
-    n_examples = len(examples)
-    if n_examples == 0:
-        raise UserError(
-            f"{results.location}: the {split} split has no examples; choose another --split"
-        )
-    measures = ExampleMeasures.empty(
-        chosen.size, len(chosen.pool_model_ids), n_examples, results.n_classes
-    )
-    models = results.models.set_index("model_id")
-    decomposition = SourceDecomposition(design_factors(models.loc[chosen.model_ids].reset_index()))
-    for examples_slice, chunk in _read_set(results, split, chosen, measures, memory_budget):
-        measures.add(chunk, examples_slice)
-        decomposition.add(chunk)
-    pool_row = _positions(chosen.pool_model_ids)
-    measures.pool_predictions[[pool_row[m] for m in chosen.model_ids]] = measures.set_predictions
-    subgroups = {
-        column: {
-            str(value): {"n_examples": int(mask.sum()), **measures.summary(mask)}
-            for value, mask in _group_masks(examples[column])
-        }
-        for column in results.group_columns
-    }
-    flatness = {}
-    if flatness_statistics(results.models):
-        flatness = flatness_summary(
-            results.models, chosen.model_ids, disagreement_with_set(measures.set_predictions)
-        )
-    return Analysis(
-        rashomon_set=chosen,
-        split=split,
-        example_ids=examples["example_id"].to_numpy(),
-        measures=measures,
-        overall=measures.summary(),
-        subgroups=subgroups,
-        source_decomposition=decomposition.shares(),
-        source_decomposition_chance=decomposition.chance(),
-        flatness=flatness,
-        n_pending=results.n_pending,
-    )
+) -> Analysis | CohortAnalysis:
+    """The Rashomon set of a population and its predictive multiplicity (SPEC §6).
 
+    Parameters
+    ----------
+    results_or_dir : Results, str or path-like
+        An opened results folder, or its location (a path or a ``pyarrow.fs`` URL).
+    epsilon : float, default 0.01
+        The set's tolerance: R_ε = {h : L(h) ≤ L(h0) + ε}, h0 the best ok model.
+    metric : str, default "val_err"
+        L, a loss-like column of the models table (``val_err`` = 1 − ``val_acc``).
+    relative : bool, default False
+        Admit L(h) ≤ (1 + ε)·L(h0) instead.
+    split : {"test", "val", "train"}, default "test"
+        The split multiplicity is measured on (the set is always chosen on ``metric``).
+    by : str, optional
+        A column of the models table (``hp_optimizer``, ``hp_lr``, ``init_seed``, …): analyse
+        each of its values' models as a population of its own, with its own Rashomon set, and
+        compare them at equal set sizes (a `CohortAnalysis`).
+    baseline : str, optional
+        The ``model_id`` of h0 instead of the best ok model (not with ``by``).
+    memory_budget : int, default 1 GiB
+        Bytes of probabilities held at once; a larger set is read in chunks of examples.
 
-def chunk_size(n_models: int, n_classes: int) -> int:
-    """Examples per computation chunk: about 4 M probabilities, whatever the set size."""
-    return int(np.clip(_CHUNK_ELEMENTS // (n_models * n_classes), 16, 8192))
+    Returns
+    -------
+    Analysis or CohortAnalysis
+        See `Analysis` for every measure, its formula and its reference.
 
-
-def _read_set(
-    results: Results,
-    split: str,
-    chosen: RashomonSet,
-    measures: ExampleMeasures,
-    memory_budget: int,
-) -> Iterator[tuple[slice, np.ndarray]]:
-    """(examples, probabilities) chunks of the set; fills in the other pool models' predictions.
-
-    When the set fits in ``memory_budget`` every pack file is read once. Otherwise the set is read
-    per chunk of examples (each pass re-reads its files) after a pass for the other models.
+    Raises
+    ------
+    rashomon.jobs.UserError
+        Not a results folder, damaged files, an unknown metric, split or column, a negative ε,
+        no ok model.
     """
-    n_examples = measures.set_predictions.shape[1]
-    step = chunk_size(chosen.size, results.n_classes)
-    bytes_per_example = chosen.size * results.n_classes * 4
-    pool_row = _positions(chosen.pool_model_ids)
-    set_row = _positions(chosen.model_ids)
-    if bytes_per_example * n_examples <= memory_budget:
-        probabilities = np.empty((chosen.size, n_examples, results.n_classes), np.float32)
-        for ids, block in results.iter_split(split, chosen.pool_model_ids):
-            in_set = np.array([m in set_row for m in ids], bool)
-            probabilities[[set_row[m] for m in ids if m in set_row]] = block[in_set]
-            if not in_set.all():
-                others = [pool_row[m] for m in ids if m not in set_row]
-                measures.pool_predictions[others] = predicted_classes(block[~in_set])
-        for start in range(0, n_examples, step):
-            yield slice(start, start + step), probabilities[:, start : start + step]
-        return
-    others = [m for m in chosen.pool_model_ids if m not in set_row]
-    for ids, block in results.iter_split(split, others):
-        measures.pool_predictions[[pool_row[m] for m in ids]] = predicted_classes(block)
-    per_read = max(step, memory_budget // bytes_per_example // step * step)
-    for read_start in range(0, n_examples, per_read):
-        read = slice(read_start, min(read_start + per_read, n_examples))
-        block = results.probabilities(split, chosen.model_ids, read)
-        for start in range(0, block.shape[1], step):
-            absolute = slice(read_start + start, min(read_start + start + step, read.stop))
-            yield absolute, block[:, start : start + step]
-
-
-def _positions(model_ids: list[str]) -> dict[str, int]:
-    return {model_id: row for row, model_id in enumerate(model_ids)}
-
-
-def _group_masks(values) -> Iterator[tuple[object, np.ndarray]]:
-    filled = values.astype(object).where(values.notna(), "<missing>")
-    for value in sorted(filled.unique(), key=str):
-        yield value, (filled == value).to_numpy()
+    if by is not None:
+        if baseline is not None:
+            raise UserError(
+                f"--baseline {baseline} with --by {by}: each cohort's baseline is its own best "
+                "model; leave out --baseline"
+            )
+        return analyze_cohorts(
+            results_or_dir, by, epsilon, metric, relative=relative, split=split,
+            memory_budget=memory_budget,
+        )  # fmt: skip
+    results = (
+        results_or_dir if isinstance(results_or_dir, Results) else open_results(results_or_dir)
+    )
+    (analysis,) = analyze_populations(
+        results,
+        [results.models],
+        epsilon,
+        metric,
+        relative=relative,
+        split=split,
+        baseline=baseline,
+        memory_budget=memory_budget,
+    )
+    analysis.n_pending = results.n_pending
+    return analysis
 
 
 def format_table(analysis: Analysis) -> str:
     """A summary for a 100-column terminal: each measure with its one-line legend."""
     chosen = analysis.rashomon_set
-    data = analysis.to_json()
+    data = analysis.to_dict()
     rule = "relative" if chosen.relative else "absolute"
     excluded = ", ".join(f"{n} {s}" for s, n in chosen.excluded.items()) or "none"
     lines = [

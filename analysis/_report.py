@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rashomon.analysis._analyze import Analysis
-from rashomon.analysis._curves import epsilon_curve, model_count_curve
+from rashomon.analysis._cohorts import CohortAnalysis
 from rashomon.analysis._figures import PANELS_PER_ROW, plain_numbers, unique_ids
 from rashomon.analysis._figures import figure as _figure
 from rashomon.analysis._figures import panels as _panels
@@ -23,7 +22,8 @@ from rashomon.analysis._figures import svg as _svg
 from rashomon.analysis._figures import table as _table
 from rashomon.analysis._legend import FEW_EXAMPLES, FLATNESS_LEGEND, MEASURE_LEGEND
 from rashomon.analysis._multiplicity import MEASURES
-from rashomon.analysis._rashomon_set import metric_values, rashomon_set
+from rashomon.analysis._population import Analysis
+from rashomon.analysis._rashomon_set import metric_values
 from rashomon.analysis._results import Results
 
 # the curves' panels; self-consistency is 1 − disagreement, the ratios describe the pool
@@ -57,21 +57,28 @@ figure{margin:1em 0}svg{max-width:100%;height:auto}
 
 
 def write_report(
-    results: Results, analysis: Analysis, target: str | os.PathLike | None = None
+    results: Results,
+    analysis: Analysis,
+    target: str | os.PathLike | None = None,
+    cohorts: CohortAnalysis | None = None,
 ) -> Path:
-    """Write the HTML report of ``analysis`` (default: ``report.html`` in a local results folder,
-    else in the working directory) and return its path."""
+    """Write the HTML report of ``analysis``, and of ``cohorts`` side by side when given
+    (default: ``report.html`` in a local results folder, else in the working directory) and
+    return its path."""
     if target is None:
         local = "://" not in results.location
         target = Path(results.location) / "report.html" if local else Path("report.html")
     target = Path(target)
-    target.write_text(render_report(analysis, results), encoding="utf-8")
+    target.write_text(render_report(analysis, results, cohorts), encoding="utf-8")
     return target
 
 
-def render_report(analysis: Analysis, results: Results) -> str:
+def render_report(
+    analysis: Analysis, results: Results, cohorts: CohortAnalysis | None = None
+) -> str:
     """The page as one string: deterministic for the same results and analysis."""
     chosen = analysis.rashomon_set
+    curves = analysis.curves()
     pending = f", {analysis.n_pending} pending" if analysis.n_pending else ""
     title = html.escape(
         f"Rashomon report: {len(results.models)} models ({len(chosen.pool_model_ids)} ok"
@@ -82,10 +89,11 @@ def render_report(analysis: Analysis, results: Results) -> str:
         _overview(analysis, results),
         "<h2>Multiplicity of the Rashomon set</h2>",
         _measures_table(analysis),
+        *_cohort_section(cohorts),
         "<h2>Rashomon set size and multiplicity against ε</h2>",
-        _epsilon_section(analysis, results),
+        _epsilon_section(analysis, curves.epsilon),
         "<h2>Multiplicity against the number of models</h2>",
-        _model_count_section(analysis, results),
+        _model_count_section(analysis, curves.model_count),
         "<h2>Per-example spread</h2>",
         _histograms(analysis),
         "<h2>Where the disagreement comes from</h2>",
@@ -143,7 +151,7 @@ def _pending_note(n_pending: int) -> str:
 
 
 def _measures_table(analysis: Analysis) -> str:
-    summary = analysis.to_json()
+    summary = analysis.to_dict()
     frame = pd.DataFrame(
         [
             {
@@ -164,29 +172,8 @@ def _measures_table(analysis: Analysis) -> str:
     )
 
 
-def _epsilon_section(analysis: Analysis, results: Results) -> str:
+def _epsilon_section(analysis: Analysis, curve: pd.DataFrame) -> str:
     chosen = analysis.rashomon_set
-    ok = results.models[results.models["status"] == "ok"]
-    values = metric_values(ok, chosen.metric)
-    best = float(values[ok["model_id"] == chosen.baseline_model_id].iloc[0])
-    reach = float(values.max()) - best
-    if chosen.relative:
-        reach = reach / best if best > 0 else chosen.epsilon
-    reach = max(reach, chosen.epsilon)
-    widest = rashomon_set(
-        results.models, reach, chosen.metric, relative=chosen.relative,
-        baseline=chosen.baseline_model_id,
-    )  # fmt: skip
-    metric = metric_values(
-        results.models.set_index("model_id").loc[widest.model_ids].reset_index(), chosen.metric
-    )
-    curve = epsilon_curve(
-        results.probabilities(analysis.split, widest.model_ids),
-        metric.to_numpy(),
-        np.unique(np.append(np.linspace(0, reach, 11), chosen.epsilon)),
-        relative=chosen.relative,
-        pool_predictions=analysis.measures.pool_predictions,
-    )
     n_ok = len(chosen.pool_model_ids)
     rule = "relative" if chosen.relative else "absolute"
     with _panels(2 + len(CURVE_MEASURES)) as (figure, panels):
@@ -208,24 +195,139 @@ def _epsilon_section(analysis: Analysis, results: Results) -> str:
     )
 
 
-def _model_count_section(analysis: Analysis, results: Results) -> str:
-    chosen = analysis.rashomon_set
-    if chosen.size < 2:
+def _model_count_section(analysis: Analysis, curve: pd.DataFrame) -> str:
+    if analysis.rashomon_set.size < 2:
         return "<p>The Rashomon set has one model: nothing to draw.</p>"
-    curve = model_count_curve(results.probabilities(analysis.split, chosen.model_ids))
     with _panels(len(CURVE_MEASURES)) as (figure, panels):
         for axes, name in zip(panels, CURVE_MEASURES, strict=True):
             part = curve[curve["measure"] == name]
             axes.fill_between(part["size"], part["low"], part["high"], alpha=0.25)
             _measure_panel(axes, part["size"], part["mean"], name)
-            axes.set_xscale("log", base=2)
-            plain_numbers(axes.xaxis)
+            _log2_sizes(axes)
         figure.supxlabel("models drawn from the Rashomon set (its baseline always among them)")
         image = _svg(figure)
     return image + (
         '<p class="note">Mean over 30 random draws per size, band: central 95% of the draws. '
         "Multiplicity grows with the number of models, so compare sets at equal size.</p>"
     )
+
+
+def _log2_sizes(axes) -> None:
+    axes.set_xscale("log", base=2)
+    plain_numbers(axes.xaxis)
+
+
+def _cohort_section(cohorts: CohortAnalysis | None) -> list[str]:
+    """Cohorts side by side: their measures, their model-count curves and the measures at equal
+    set size, where the variance comes from and flatness."""
+    if cohorts is None:
+        return []
+    by = html.escape(cohorts.by)
+    first = next(iter(cohorts.cohorts.values()))
+    chosen = first.rashomon_set
+    m = cohorts.equal_size
+    intro = (
+        f"<p>Each value of <code>{by}</code> is a cohort with its own Rashomon set, chosen within "
+        f"the cohort: its models within ε = {chosen.epsilon:g} "
+        f"({'relative' if chosen.relative else 'absolute'}) of the cohort's best "
+        f"{html.escape(chosen.metric)}. Multiplicity on the {html.escape(first.split)} split. "
+        "A larger set shows more multiplicity by size alone, so the cohorts are also compared at "
+        "an equal set size"
+        + (f", m = {m}, the largest every cohort's set reaches." if m else ".")
+        + "</p>"
+    )
+    parts = [f"<h2>Cohorts by {by}</h2>", intro, _table(_cohort_measures(cohorts))]
+    if m is not None:
+        parts += [f"<h3>Against the number of models, and at m = {m}</h3>", _cohort_curves(cohorts)]
+        parts.append(_table(_at_equal_size(cohorts)))
+    shares = (
+        pd.DataFrame({label: a.source_decomposition for label, a in cohorts.cohorts.items()})
+        .rename_axis("source")
+        .reset_index()
+    )
+    parts += [
+        "<h3>Where each cohort's disagreement comes from</h3>",
+        _table(shares),
+        '<p class="note">Share of per-example prediction variance in each cohort\'s Rashomon '
+        "set (see the section below for the method and the chance levels).</p>",
+    ]
+    flatness = {
+        label: {
+            name: entry["inside_mean"] for name, entry in a.flatness.get("statistics", {}).items()
+        }
+        for label, a in cohorts.cohorts.items()
+    }
+    if any(flatness.values()):
+        table = pd.DataFrame(flatness).rename_axis("statistic").reset_index()
+        parts += [
+            "<h3>Flatness of each cohort's Rashomon set</h3>",
+            _table(table),
+            "<p class=\"note\">Each statistic's mean over the cohort's Rashomon set: do flatter "
+            "cohorts disagree less? (definitions in the flatness section below).</p>",
+        ]
+    if cohorts.without_ok_models:
+        rows = "; ".join(
+            f"{html.escape(label)}: "
+            + ", ".join(f"{n} {html.escape(status)}" for status, n in counts.items())
+            for label, counts in cohorts.without_ok_models.items()
+        )
+        parts.append(f'<p class="warn">Cohorts without ok models (no Rashomon set): {rows}.</p>')
+    return parts
+
+
+def _cohort_measures(cohorts: CohortAnalysis) -> pd.DataFrame:
+    analyses = cohorts.cohorts
+    rows = {
+        "ok models": [len(a.rashomon_set.pool_model_ids) for a in analyses.values()],
+        "Rashomon set size": [a.rashomon_set.size for a in analyses.values()],
+        **{name: [a.overall[name] for a in analyses.values()] for name in MEASURES},
+    }
+    frame = pd.DataFrame(rows, index=list(analyses), dtype=object).T
+    worse = {name: MEASURE_LEGEND[name].worse for name in MEASURES}
+    frame.insert(0, "measure", frame.index)
+    frame["worse when"] = [worse.get(name, "") for name in frame.index]
+    return frame
+
+
+def _cohort_curves(cohorts: CohortAnalysis) -> str:
+    curve = cohorts.curves().model_count
+    m = cohorts.equal_size
+    with _panels(len(CURVE_MEASURES)) as (figure, panels):
+        for axes, name in zip(panels, CURVE_MEASURES, strict=True):
+            for n, (label, part) in enumerate(curve[curve["measure"] == name].groupby(
+                    cohorts.by, sort=False)):  # fmt: skip
+                color = f"C{n % 10}"
+                axes.fill_between(part["size"], part["low"], part["high"], color=color, alpha=0.2)
+                axes.plot(part["size"], part["mean"], color=color, marker=".", label=_text(label))
+            axes.axvline(m, color="k", lw=0.8, ls=":")
+            _measure_scale(axes, name)
+            _log2_sizes(axes)
+        figure.legend(*panels[0].get_legend_handles_labels(), loc="outside upper center",
+                      ncols=min(6, len(cohorts.cohorts)), title=_text(cohorts.by))  # fmt: skip
+        figure.supxlabel("models drawn from each cohort's Rashomon set (its baseline always in)")
+        image = _svg(figure)
+    return image + (
+        f'<p class="note">Mean over {cohorts.n_draws} random draws per size, band: the central '
+        f"{cohorts.confidence:.0%} of the draws. Dotted line: m = {m}, the equal size of the table "
+        "below. Compare the cohorts along a vertical line, not at their curves' ends.</p>"
+    )
+
+
+def _at_equal_size(cohorts: CohortAnalysis) -> pd.DataFrame:
+    table = cohorts.at_equal_size.assign(
+        value=lambda f: [
+            f"{mean:.4g} [{low:.4g}, {high:.4g}]"
+            for mean, low, high in zip(f["mean"], f["low"], f["high"], strict=True)
+        ]
+    ).pivot(index="measure", columns="cohort", values="value")
+    order = [name for name in CURVE_MEASURES if name in table.index]
+    labels = [label for label in cohorts.cohorts if label in table.columns]
+    return table.loc[order, labels].rename_axis(None, axis=1).reset_index()
+
+
+def _text(label: str) -> str:
+    """A value from the data as matplotlib text: ``$`` starts no formula."""
+    return label.replace("$", r"\$")
 
 
 def _histograms(analysis: Analysis) -> str:
@@ -354,8 +456,13 @@ def _flatness_section(analysis: Analysis, results: Results) -> str:
 def _measure_panel(axes, x, y, name: str) -> None:
     """One measure on its own scale, from its floor (0, or 1 class) so that a flat or tiny curve
     looks flat and tiny; call it after drawing anything else on ``axes``."""
-    legend = MEASURE_LEGEND[name]
     axes.plot(x, y, marker=".", color="C0")
+    _measure_scale(axes, name)
+
+
+def _measure_scale(axes, name: str) -> None:
+    """A measure's title, unit and floor on ``axes``, once its curves are drawn."""
+    legend = MEASURE_LEGEND[name]
     axes.set(title=legend.label, ylabel=legend.unit)
     axes.set_ylim(bottom=1.0 if legend.unit == "effective classes" else 0.0)
 

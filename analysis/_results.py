@@ -21,20 +21,57 @@ import pandas as pd
 import pyarrow as pa
 
 from rashomon.engine.store import Damaged, Layout, ResultsDir
-from rashomon.jobs import SPLITS, UserError
+from rashomon.jobs import SPLITS, UserError, redact
 
 
 def _positions(model_ids: Sequence[str]) -> dict[str, int]:
     return {model_id: row for row, model_id in enumerate(model_ids)}
 
 
-def open_results(location: str | os.PathLike) -> Results:
-    """Open a results folder written by ``rashomon run`` (nothing is read yet)."""
-    return Results(location)
+def open_results(dir: str | os.PathLike) -> Results:
+    """Open a results folder written by ``rashomon run`` or ``rashomon tune``.
+
+    Nothing is read yet: each table is read when first asked for, and kept.
+
+    Parameters
+    ----------
+    dir : str or path-like
+        The folder: a local path or a ``pyarrow.fs`` URL (``s3://bucket/prefix``, ``file://``).
+
+    Returns
+    -------
+    Results
+        The folder's tables (``models``, ``examples``) and predictions (``probabilities``).
+
+    Raises
+    ------
+    rashomon.jobs.UserError
+        The folder is not a results folder (it has no ``examples.parquet``).
+
+    Examples
+    --------
+    >>> results = rashomon.open_results("results/quickstart")  # doctest: +SKIP
+    >>> results.probabilities("test").shape  # (ok models, test examples, classes)  # doctest: +SKIP
+    (128, 114, 2)
+    """
+    return Results(dir)
 
 
 class Results:
-    """One results folder. Tables are read on first use and kept."""
+    """One results folder (SPEC §5), read lazily through the store's `ResultsDir`.
+
+    Attributes
+    ----------
+    models : pandas.DataFrame
+        One row per recorded model, whatever its status, sorted by ``model_id``.
+    examples : pandas.DataFrame
+        One row per example of every split: ``example_id``, ``split``, ``label`` and the job's
+        ``groups`` columns.
+    model_ids : list of str
+        The models with status ``ok``, sorted by ``model_id``: the rows of `probabilities`.
+    classes : list of str
+        The class names; column k of `probabilities` is ``classes[k]``.
+    """
 
     def __init__(self, location: str | os.PathLike) -> None:
         self.store = ResultsDir(location)
@@ -46,7 +83,18 @@ class Results:
             )
 
     def __repr__(self) -> str:
-        return f"Results({self.location!r})"
+        where = redact(self.location)
+        try:
+            statuses = self.models["status"].value_counts()
+            splits = self.examples["split"].value_counts()
+        except UserError:  # damaged or not trained yet: the location is all there is to say
+            return f"Results({where!r})"
+        counts = ", ".join(f"{n} {status}" for status, n in statuses.items())
+        sizes = " / ".join(f"{splits[s]} {s}" for s in SPLITS if s in splits)
+        return (
+            f"Results({where!r}: {len(self.models)} models ({counts}), {self.n_classes} classes, "
+            f"examples {sizes})"
+        )
 
     @cached_property
     def examples(self) -> pd.DataFrame:
@@ -85,6 +133,16 @@ class Results:
         table = pa.concat_tables(self._packs.values())
         return table.to_pandas().sort_values("model_id", ignore_index=True)
 
+    @property
+    def model_ids(self) -> list[str]:
+        """The models with status ``ok``, by ``model_id``: the rows of `probabilities`.
+
+        Diverged models are left out (their probabilities may be NaN) and failed ones have none;
+        ask for them by id with ``probabilities(split, model_ids)``.
+        """
+        models = self.models
+        return models.loc[models["status"] == "ok", "model_id"].tolist()
+
     @cached_property
     def n_pending(self) -> int:
         """Models of the job not trained yet (0 for a searched folder or one without a job)."""
@@ -105,14 +163,22 @@ class Results:
     def probabilities(
         self,
         split: str,
-        model_ids: Sequence[str],
+        model_ids: Sequence[str] | None = None,
         examples: slice = slice(None),
     ) -> np.ndarray:
-        """Class probabilities of ``model_ids`` on ``split``: float32 (models, examples, classes).
+        """Class probabilities on ``split``: float32, shape (models, examples, classes).
 
-        Rows follow ``model_ids``; columns follow `split_examples`, restricted to ``examples``
-        (a slice, to read a large split in chunks of examples).
+        Parameters
+        ----------
+        split : {"train", "val", "test"}
+            A split the run stored (its job's ``output.predictions``).
+        model_ids : sequence of str, optional
+            The models, in the order of the rows; default `model_ids` (the ok models).
+        examples : slice, optional
+            Columns to keep, to read a large split in chunks; the columns follow
+            ``split_examples(split)`` (``example_id`` order).
         """
+        model_ids = self.model_ids if model_ids is None else list(model_ids)
         row_of = _positions(model_ids)
         out = None
         for ids, block in self.iter_split(split, model_ids, examples):

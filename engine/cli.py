@@ -345,17 +345,24 @@ def _set_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--split", default="test", help="split to measure on (default test)")
     parser.add_argument("--baseline", help="model_id of the reference model (default: the best)")
+    parser.add_argument(
+        "--by",
+        metavar="COLUMN",
+        help="analyse each value of a models column (hp_optimizer, hp_lr, init_seed, ...) as a "
+        "cohort with its own Rashomon set, side by side and at equal set size",
+    )
 
 
-def _analysis(args, results=None):
-    from rashomon.analysis import analyze
+def _analysis(args, by: str | None = None):
+    from rashomon import analyze
 
     analysis = analyze(
-        results or args.dir,
+        args.dir,
         args.epsilon,
         args.metric,
         relative=args.relative,
         split=args.split,
+        by=by,
         baseline=args.baseline,
     )
     if analysis.n_pending:
@@ -370,23 +377,25 @@ def _analysis(args, results=None):
 def _analyze(args) -> int:
     import json
 
-    from rashomon.analysis import format_table
+    from rashomon.analysis import format_cohorts, format_table
 
-    analysis = _analysis(args)
-    _say(json.dumps(analysis.to_json(), indent=2) if args.json else format_table(analysis))
+    analysis = _analysis(args, args.by)
+    if args.json:
+        _say(json.dumps(analysis.to_dict(), indent=2))
+    else:
+        _say(format_cohorts(analysis) if args.by else format_table(analysis))
     return 0
 
 
 def _report(args) -> int:
-    from rashomon.analysis import open_results, write_report
+    from rashomon import report
 
     if args.html is not None and args.html.is_dir():
         example = args.html / "report.html"
         raise UserError(f"--html {args.html}: is a folder; give a file, e.g. --html {example}")
-    results = open_results(args.dir)
-    analysis = _analysis(args, results)
+    analysis = _analysis(args)
     try:
-        target = write_report(results, analysis, args.html)
+        target = report(analysis, args.html, by=args.by)
     except OSError as error:
         where = error.filename or args.html or f"{args.dir}/report.html"
         raise UserError(

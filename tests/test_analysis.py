@@ -105,7 +105,7 @@ def test_analyze_equals_the_array_functions_on_the_same_set(folder):
     rows = [int(m[1:]) for m in chosen.model_ids]
     pool = predicted_classes(probabilities[[int(m[1:]) for m in chosen.pool_model_ids]])
     expected = multiplicity(probabilities[rows], pool)
-    got = analysis.to_json()
+    got = analysis.to_dict()
     for name, value in expected.items():
         assert got[name] == pytest.approx(value, abs=1e-12), name
     assert got["rashomon_set_size"] == len(rows) < 23
@@ -113,8 +113,8 @@ def test_analyze_equals_the_array_functions_on_the_same_set(folder):
 
 def test_reading_in_chunks_of_examples_changes_nothing(folder):
     root, _, _ = folder
-    whole = analyze(root, epsilon=0.05).to_json()
-    chunked = analyze(root, epsilon=0.05, memory_budget=1).to_json()
+    whole = analyze(root, epsilon=0.05).to_dict()
+    chunked = analyze(root, epsilon=0.05, memory_budget=1).to_dict()
     assert chunked == whole
 
 
@@ -185,7 +185,7 @@ def test_epsilon_curve_grows_with_epsilon_and_matches_analyze(folder):
     assert curve["rashomon_set_size"].is_monotonic_increasing
     assert curve["ambiguity"].is_monotonic_increasing
     assert curve.iloc[0]["rashomon_set_size"] == 1 and curve.iloc[0]["ambiguity"] == 0
-    at_005 = analyze(results, epsilon=0.05).to_json()
+    at_005 = analyze(results, epsilon=0.05).to_dict()
     row = curve[curve["epsilon"] == 0.05].iloc[0]
     for name in ("rashomon_set_size", "ambiguity", "disagreement", "pattern_rashomon_ratio"):
         assert row[name] == pytest.approx(at_005[name]), name
@@ -254,19 +254,19 @@ def test_missing_split_predictions_and_non_results_folders_are_user_errors(folde
 
 def test_results_open_through_urls(folder):
     root, _, _ = folder
-    local = analyze(root, epsilon=0.05).to_json()
-    assert analyze(root.as_uri(), epsilon=0.05).to_json() == local  # file:// through pyarrow.fs
+    local = analyze(root, epsilon=0.05).to_dict()
+    assert analyze(root.as_uri(), epsilon=0.05).to_dict() == local  # file:// through pyarrow.fs
     memory = fsspec.filesystem("memory")
     for path in root.rglob("*.parquet"):
         memory.pipe(f"/copy/{path.relative_to(root)}", path.read_bytes())
-    assert analyze("memory://copy", epsilon=0.05).to_json() == local
+    assert analyze("memory://copy", epsilon=0.05).to_dict() == local
     with pytest.raises(UserError, match="cannot open this results URL"):
         open_results("nosuchscheme://bucket/results")
 
 
 def test_epsilon_zero_with_a_unique_best_model_gives_zero_multiplicity(folder):
     root, _, _ = folder
-    result = analyze(root, epsilon=0.0).to_json()
+    result = analyze(root, epsilon=0.0).to_dict()
     assert result["rashomon_set_size"] == 1
     for name in ("ambiguity", "discrepancy", "obscurity", "disagreement", "vpr_mean",
                  "score_std_mean"):  # fmt: skip

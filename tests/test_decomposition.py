@@ -181,7 +181,7 @@ def test_a_10000_model_population_with_a_nested_axis_in_its_set(tmp_path, capsys
     for start in range(0, len(frame), 2500):
         rows = slice(start, start + 2500)
         write_pack(tmp_path, f"p{start}", frame.iloc[rows], {"test": probabilities[rows]})
-    result = analyze(tmp_path).to_json()
+    result = analyze(tmp_path).to_dict()
     assert result["rashomon_set_size"] == 60
     stored = probabilities[in_set.to_numpy()].astype(np.float32).astype(np.float64)
     oracle = anova_shares(stored, factors[["init", "order", "lr"]])

@@ -290,7 +290,7 @@ def test_analyze_json_carries_the_flatness_summary(folder):
     assert {"grad_norm", "dist_from_init"} <= set(MODELS_SCHEMA.names)
     root, frame, probabilities = folder
     analysis = analyze(root, epsilon=0.05)
-    got = analysis.to_json()["flatness"]
+    got = analysis.to_dict()["flatness"]
     assert json.loads(json.dumps(got, allow_nan=False)) == got
     chosen = rashomon_set(frame, 0.05)
     assert 3 <= chosen.size < 11
@@ -323,5 +323,5 @@ def test_report_draws_the_flatness_section(folder, tmp_path):
         {"test": np.arange(N_EXAMPLES), "val": np.arange(N_EXAMPLES, 2 * N_EXAMPLES)},
     )
     analysis = analyze(plain, epsilon=0.05)
-    assert analysis.to_json()["flatness"] == {}
+    assert analysis.to_dict()["flatness"] == {}
     assert "No flatness statistics" in _flatness_section(analysis, open_results(plain))

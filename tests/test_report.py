@@ -117,7 +117,7 @@ def test_each_measure_has_its_own_panel_with_its_unit(page):
 
 
 def test_the_measures_table_gives_value_unit_definition_and_direction(page, population):
-    data = population[2].to_json()
+    data = population[2].to_dict()
     for name in MEASURES:
         legend = MEASURE_LEGEND[name]
         definition = re.escape(html.escape(legend.definition, quote=False))
@@ -158,7 +158,7 @@ def test_analyze_table_has_the_flatness_summary_and_a_legend_per_measure(populat
     lines = capsys.readouterr().out.rstrip("\n").splitlines()
     assert lines == format_table(analysis).splitlines()
     assert max(map(len, lines)) <= 100
-    data = analysis.to_json()
+    data = analysis.to_dict()
     for name in MEASURES:
         legend = MEASURE_LEGEND[name]
         (line,) = [line for line in lines if line.startswith(f"  {name} ")]

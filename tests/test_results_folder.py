@@ -238,7 +238,7 @@ def test_missing_classes_metadata_falls_back_to_class_numbers(trained, tmp_path,
 
 def test_analyze_says_how_many_models_are_missing(trained, tmp_path, capsys):
     _, original, _ = trained
-    assert analyze(original).to_json()["n_pending"] == 0
+    assert analyze(original).to_dict()["n_pending"] == 0
     out = shutil.copytree(original, tmp_path / "out")
     (out / "models" / f"{first_pack(out)}.parquet").unlink()
     capsys.readouterr()

@@ -24,6 +24,7 @@ from rashomon.engine.model import FlatnessSettings
 from rashomon.engine.run import _cluster
 from rashomon.engine.run._actor import PackTrainer, dataset_payload
 from rashomon.engine.run._plan import Pack, plan_packs
+from rashomon.engine.run._progress import progress_bar
 from rashomon.engine.store import ResultsDir, models_table
 from rashomon.jobs import UserError, expand, prepare_job_dataset
 
@@ -165,18 +166,14 @@ class _Scheduler:
                 self.ray.kill(actor)
 
     def _train(self, packs, refill, on_done) -> None:
-        from tqdm import tqdm
-
         queue = deque(packs)
         in_flight: dict = {}
         attempts: Counter[str] = Counter()
         load = Counter()
-        with tqdm(
-            total=self.summary.total or None,  # a search does not know its size
-            initial=self.summary.already_done,
-            unit="model",
-            disable=not self.show_progress,
-            smoothing=0.1,
+        with progress_bar(
+            self.summary.total or None,  # a search does not know its size
+            self.summary.already_done,
+            self.show_progress,
         ) as progress:
             while True:
                 if refill is not None and len(queue) < len(self.actors):
