@@ -294,7 +294,11 @@ def test_model_id_is_the_hash_of_everything_that_determines_the_model() -> None:
         document = {
             "dataset": job.dataset.identity(),
             "extra": job.train.fixed_settings(),
-            "hparams": {k: list(v) if k == "hidden" else v for k, v in variant.hparams.items()},
+            "hparams": {  # the settings a family does not use (null) are not part of it
+                k: list(v) if k == "hidden" else v
+                for k, v in variant.hparams.items()
+                if v is not None
+            },
             "seeds": {
                 "init": variant.init_seed,
                 "order": variant.order_seed,
