@@ -21,6 +21,7 @@ from rashomon.jobs._expand import (
     sample_variants,
 )
 from rashomon.jobs._load import load_job, load_job_text, parse_job
+from rashomon.jobs._modules import ModuleRef, user_frame
 from rashomon.jobs._sections import FLATNESS_COLUMNS, FlatnessConfig, Job
 from rashomon.jobs._space import HYPERPARAMETERS, column_value
 
@@ -32,6 +33,7 @@ __all__ = [
     "FlatnessConfig",
     "Job",
     "ModelVariant",
+    "ModuleRef",
     "PreparedDataset",
     "UserError",
     "builtin_datasets",
@@ -47,4 +49,5 @@ __all__ = [
     "prepare_dataset",
     "prepare_job_dataset",
     "sample_variants",
+    "user_frame",
 ]

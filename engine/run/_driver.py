@@ -21,6 +21,7 @@ from rashomon.engine.model import FlatnessSettings
 from rashomon.engine.run import _cluster
 from rashomon.engine.run._actor import PackTrainer, dataset_payload
 from rashomon.engine.run._plan import Pack, plan_packs
+from rashomon.engine.run._preflight import check_models
 from rashomon.engine.store import ResultsDir, models_table
 from rashomon.jobs import UserError, expand, prepare_job_dataset
 
@@ -67,6 +68,7 @@ def run_job(
     start = time.perf_counter()
     dataset = prepare_job_dataset(job)
     results = ResultsDir(out_dir)
+    check_models(job, dataset, results)
     results.claim(job, dataset)
     pending, total, failed_packs = pending_models(job, results)
     summary = RunSummary(total, total - len(pending), 0, 0, 0, 0.0, results.location)
@@ -82,6 +84,8 @@ def run_job(
             dataset.n_classes,
             n_workers=workers,
             on_gpu=resources.gpus_per_worker > 0,
+            in_shape=dataset.example_shape,
+            module=job.module_reference(),
         )
         results.discard_packs(failed_packs - {p.pack_id for p in packs})
         _Scheduler(ray, job, dataset, results, workers, summary, show_progress).run(packs)

@@ -25,6 +25,7 @@ import pandas as pd
 from rashomon.engine.run import _cluster
 from rashomon.engine.run._driver import FINISHED, RunSummary, _Scheduler
 from rashomon.engine.run._plan import Pack, plan_packs
+from rashomon.engine.run._preflight import check_models
 from rashomon.engine.store import ResultsDir
 from rashomon.jobs import UserError, cohort, prepare_job_dataset
 
@@ -61,6 +62,7 @@ def tune_job(
         raise UserError(f"--trials {n_trials}: must be >= 1")
     dataset = prepare_job_dataset(job)
     results = ResultsDir(out_dir)
+    check_models(job, dataset, results)
     results.claim(job, dataset)
     storage = storage or _default_storage(results)
     name = study_name or job.name
@@ -152,6 +154,8 @@ class _Search:
                 self.dataset.n_classes,
                 n_workers=self.workers,
                 on_gpu=self.job.resources.gpus_per_worker > 0,
+                in_shape=self.dataset.example_shape,
+                module=self.job.module_reference(),
             )
             self.waiting[trial.number] = shared | {p.pack_id for p in trial_packs}
             for pack in trial_packs:

@@ -188,9 +188,12 @@ class ResultsDir:
         """Write (or replace) a pack's models file: the pack's commit."""
         put(self.filesystem, self.pack_file("models", pack_id), parquet_bytes(models))
 
-    def read_weights(self, pack_id: str) -> tuple[list[str], list[torch.Tensor], dict[str, str]]:
-        """A pack's saved weights: model ids, stacked ``[W0, b0, W1, b1, …]`` and the metadata
-        (``hidden``, ``activation`` as JSON/text). safetensors only: nothing is unpickled."""
+    def read_weights(
+        self, pack_id: str
+    ) -> tuple[list[str], dict[str, torch.Tensor], dict[str, str]]:
+        """A pack's saved weights: model ids, its stacked tensors by name (parameters and
+        buffers, a leading model axis) and the metadata (the family that rebuilds them, as
+        JSON). safetensors only: nothing is unpickled."""
         from safetensors.torch import load
 
         path = self.pack_file("weights", pack_id)
@@ -202,13 +205,8 @@ class ResultsDir:
                 f"{path}: no saved weights for pack {pack_id}; run the job with "
                 "output.weights: true"
             ) from None
-        tensors = load(data)
-        n_layers = len(tensors) // 2
-        params = [
-            tensors[f"layers.{i}.{kind}"] for i in range(n_layers) for kind in ("weight", "bias")
-        ]
         metadata = _safetensors_metadata(data)
-        return json.loads(metadata["model_ids"]), params, metadata
+        return json.loads(metadata["model_ids"]), load(data), metadata
 
     def discard_packs(self, pack_ids) -> None:
         """Forget packs whose models are about to be trained again under other pack ids."""
