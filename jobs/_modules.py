@@ -187,26 +187,27 @@ def _find(name: str, folders: Sequence[str]) -> importlib.machinery.ModuleSpec |
 
 
 def _import(name: str, path: Path, sha256: str):
-    """Import ``name`` from ``path``: its top folder goes first on sys.path (and stays, as for a
-    script's own folder, so imports inside the module keep working)."""
-    root = path.parents[name.count(".") + (path.name == "__init__.py")]
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
+    """Import ``name`` as found at ``path``: its top folder goes first on sys.path (and stays, as
+    a script's own folder does, so imports inside the module keep working). A module of that
+    name already imported with the same source is used as it is."""
+    module = sys.modules.get(name)
+    if module is not None and _IMPORTED.get(name) == sha256:
+        return module
+    for loaded in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
+        del sys.modules[loaded]
+    root = str(path.parents[name.count(".") + (path.name == "__init__.py")])
+    if root in sys.path:
+        sys.path.remove(root)
+    sys.path.insert(0, root)
     try:
-        module = sys.modules.get(name)
-        if module is not None and _IMPORTED.get(name) != sha256:
-            for loaded in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
-                del sys.modules[loaded]
-            module = None
-        if module is None:
-            module = importlib.import_module(name)
+        module = importlib.import_module(name)
     except Exception as error:
         raise UserError(
             f"model.module: importing {name} ({printable(str(path))}) failed: "
             f"{_error_line(error)}{user_frame(error)}; fix the module"
         ) from None
     imported = Path(getattr(module, "__file__", "") or "")
-    if imported.resolve() != path.resolve():
+    if not imported.is_file() or hashlib.sha256(imported.read_bytes()).hexdigest() != sha256:
         raise UserError(
             f"model.module: {name} imports as {printable(str(imported))}, not "
             f"{printable(str(path))}: another module of that name comes first; rename yours"

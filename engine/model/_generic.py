@@ -290,7 +290,7 @@ class ModuleFamily:
         return f"{self.target_text()}(in_shape={self.in_shape}, n_classes={self.n_classes}, ...)"
 
     def target_text(self) -> str:
-        return str(self._description.get("target", type(self.base).__name__))
+        return str(self._description.get("target", "the module"))
 
 
 def _layer(name: str, module: nn.Module) -> str:

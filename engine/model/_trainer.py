@@ -252,7 +252,7 @@ def _all_finite(
     probabilities: dict[str, np.ndarray],
 ) -> torch.Tensor:
     """(M,) bool: every parameter, buffer, loss and stored probability of the model is finite."""
-    finite = torch.stack([t.isfinite().flatten(1).all(dim=1) for t in tensors]).all(dim=0)
+    finite = torch.stack([t.isfinite().reshape(len(t), -1).all(dim=1) for t in tensors]).all(0)
     checks = [np.isfinite(values) for name, values in metrics.items() if name.endswith("_loss")]
     checks += [
         np.isfinite(probs).reshape(len(probs), -1).all(axis=1) for probs in probabilities.values()
