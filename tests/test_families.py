@@ -217,6 +217,9 @@ def test_a_diverging_model_is_frozen_and_its_pack_mates_are_bitwise_unchanged(ca
         assert np.array_equal(with_it.probabilities[split][kept], without.probabilities[split])
     for name, value in without.parameters.items():  # BatchNorm statistics included
         assert torch.equal(with_it.parameters[name][kept], value), name
+    for name in ("norm.running_mean", "norm.running_var"):  # those of its last finite step
+        if name in with_it.parameters:
+            assert with_it.parameters[name][2].isfinite().all(), name
 
 
 @pytest.mark.parametrize("shape", [SEQUENCE, IMAGE])
