@@ -128,6 +128,26 @@ def test_a_model_trained_in_a_pack_equals_the_model_trained_alone(case):
         assert not torch.equal(means[0], means[1])  # every model keeps its own statistics
 
 
+class StockCNN(torch.nn.Module):
+    """The cnn family written with stock layers only (F.max_pool after the activation), holding
+    a `ConvNet`'s parameters under the same names."""
+
+    def __init__(self, net: ConvNet, activation: str, pool: int, dims: int) -> None:
+        super().__init__()
+        self.convs, self.dense = net.convs, net.dense
+        self.activation = {"relu": torch.relu, "tanh": torch.tanh}[activation]
+        self.pool = {1: torch.nn.functional.max_pool1d, 2: torch.nn.functional.max_pool2d}[dims]
+        self.window = pool
+
+    def forward(self, x):
+        for conv in self.convs:
+            x = self.pool(self.activation(conv(x)), self.window)
+        x = x.flatten(1)
+        for layer in self.dense[:-1]:
+            x = self.activation(layer(x))
+        return self.dense[-1](x)
+
+
 def reference_model(case: str, seed: int) -> torch.nn.Module:
     """The model as a user builds it alone: torch.nn under torch.manual_seed of its init
     stream (``stream_seed("init", seed)``), in float64."""
@@ -136,6 +156,7 @@ def reference_model(case: str, seed: int) -> torch.nn.Module:
     if settings.family == "cnn":
         s = settings
         net = ConvNet(shape, 3, s.channels, s.kernel, s.stride, s.pool, s.hidden, s.activation)
+        net = StockCNN(net, s.activation, s.pool, len(shape) - 1)
     else:
         import _nets
 

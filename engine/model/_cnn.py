@@ -2,9 +2,15 @@
 
 Each model is a `ConvNet`, built by ``torch.nn`` under its init seed (PyTorch's default
 initialisation), like any module. Blocks pad each side with ⌊(kernel − 1)/2⌋ zeros ("same" for
-an odd kernel at stride 1) and pool with a window and stride of ``pool`` (1: no pooling); the
-dense ``hidden`` layers follow the flattened last block, with the model's dropout masks after
-each of them, as in the mlp.
+an odd kernel at stride 1) and pool with a window and stride of ``pool`` (1: no pooling; a
+remainder that fills no window is dropped, as by ``F.max_pool1d``); the dense ``hidden`` layers
+follow the flattened last block, with the model's dropout masks after each of them, as in the mlp.
+
+Pooling is the maximum over each window (``unflatten`` + ``amax``): the values of
+``F.max_pool1d``/``2d`` without their index bookkeeping (a third faster on CPU; the gradient of an
+exact tie is shared instead of given to one element, and after a ReLU such a tie is a zero, whose
+gradient is zero either way). With a ReLU the window's maximum is taken first — the same values
+and gradients (ReLU is monotone), on half the elements.
 
 A pack runs without ``vmap``: the model axis is folded into the channels, ``(batch, models ×
 channels, …)``, and each block is one grouped convolution (``groups`` = models) — what ``vmap``
@@ -27,7 +33,24 @@ from rashomon.engine.model._families import ACTIVATIONS
 from rashomon.engine.model._generic import ModuleFamily
 from rashomon.jobs import UserError
 
-_CONV = {1: (nn.Conv1d, F.conv1d, F.max_pool1d), 2: (nn.Conv2d, F.conv2d, F.max_pool2d)}
+_CONV = {1: (nn.Conv1d, F.conv1d), 2: (nn.Conv2d, F.conv2d)}
+
+
+def max_pool(x: torch.Tensor, pool: int, dims: int) -> torch.Tensor:
+    """Non-overlapping max-pooling over the last ``dims`` axes (windows of ``pool``, floor)."""
+    for axis in range(x.dim() - dims, x.dim()):
+        size = x.shape[axis] // pool * pool
+        x = x.narrow(axis, 0, size).unflatten(axis, (size // pool, pool)).amax(axis + 1)
+    return x
+
+
+def block_output(x: torch.Tensor, activation: str, pool: int, dims: int) -> torch.Tensor:
+    """activation → max-pool of a convolution's output."""
+    if pool == 1:
+        return ACTIVATIONS[activation](x)
+    if activation == "relu":  # monotone: pooling first gives the same values on fewer elements
+        return torch.relu(max_pool(x, pool, dims))
+    return max_pool(ACTIVATIONS[activation](x), pool, dims)
 
 
 def block_sizes(
@@ -57,8 +80,8 @@ class ConvNet(nn.Module):
         activation: str,
     ) -> None:
         super().__init__()
-        conv, _, self._pool = _CONV[len(in_shape) - 1]
-        self.pool, self.activation = pool, ACTIVATIONS[activation]
+        conv = _CONV[len(in_shape) - 1][0]
+        self.pool, self.dims, self.activation = pool, len(in_shape) - 1, activation
         widths = [in_shape[0], *channels]
         self.convs = nn.ModuleList(
             conv(a, b, kernel, stride=stride, padding=(kernel - 1) // 2)
@@ -70,14 +93,13 @@ class ConvNet(nn.Module):
 
     def forward(self, x: torch.Tensor, masks: Sequence[torch.Tensor] | None = None):
         for conv in self.convs:
-            x = self.activation(conv(x))
-            if self.pool > 1:
-                x = self._pool(x, self.pool)
+            x = block_output(conv(x), self.activation, self.pool, self.dims)
         x = x.flatten(1)
+        activation = ACTIVATIONS[self.activation]
         for i, layer in enumerate(self.dense):
             x = layer(x)
             if i < len(self.dense) - 1:
-                x = self.activation(x)
+                x = activation(x)
                 if masks is not None:
                     x = x * masks[i]
         return x
@@ -113,7 +135,7 @@ class ConvFamily(ModuleFamily):
             )
         self.channels, self.kernel, self.stride, self.pool = channels, kernel, stride, pool
         self.hidden, self.activation = hidden, activation
-        self._conv, self._pool = _CONV[len(in_shape) - 1][1:]
+        self._conv = _CONV[len(in_shape) - 1][1]
         description = {
             "family": "cnn",
             "in_shape": list(in_shape),
@@ -175,9 +197,7 @@ class ConvFamily(ModuleFamily):
                 padding=padding,
                 groups=1 if shared and block == 0 else n_models,
             )
-            x = activation(x)
-            if self.pool > 1:
-                x = self._pool(x, self.pool)
+            x = block_output(x, self.activation, self.pool, len(self.in_shape) - 1)
         hidden = x.reshape(batch, n_models, -1).transpose(0, 1)
         dense = params[2 * len(self.channels) :]
         n_dense = len(dense) // 2

@@ -14,7 +14,7 @@ from rashomon.jobs import SPLITS, ModuleRef
 PER_MODEL_HPARAMS = ("lr", "momentum", "weight_decay", "dropout")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 EVALUATION_CHUNK = 1024  # examples per batched forward pass when a pack is evaluated
-EVALUATION_ELEMENTS = 1 << 24  # the activations of one such pass, for the nn.Module families
+EVALUATION_ELEMENTS = 1 << 20  # activations of one such pass of an nn.Module family: cache-sized
 
 
 @dataclass(frozen=True)
