@@ -312,3 +312,13 @@ def test_cnn_blocks_that_shrink_the_input_to_nothing_are_refused():
         build_family(settings, (1, 6), 3)
     with pytest.raises(UserError, match=r"model.family: cnn needs examples of shape"):
         build_family(BASE, (12,), 3)
+
+
+def test_a_batchnorm_module_that_would_fail_on_a_last_minibatch_of_one_is_refused():
+    settings = dataclasses.replace(MODULE, module=module_ref("DenseBatchNorm"))
+    family = build_family(settings, SEQUENCE, 3)
+    family.check(last_batch=5)  # two examples or more train like the check's own
+    with pytest.raises(UserError, match=r"fails in train mode on the 1 example\(s\) of each "
+                       r"epoch's last minibatch \(ValueError: Expected more than 1 value per "
+                       r"channel.*change train.batch_size"):  # fmt: skip
+        family.check(last_batch=1)

@@ -15,7 +15,6 @@ a model's random numbers must come from its own seeds, not from a stream shared 
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -77,7 +76,7 @@ class ModuleFamily:
         self._buffer_names = frozen + [n for n, _ in probe.named_buffers()]
         self._shapes = {n: t.shape for n, t in _state(probe).items()}
         self.n_parameters = sum(math.prod(self._shapes[n]) for n in self._names)
-        self.base = copy.deepcopy(probe).to("meta")
+        self.base = self._construct(0).to("meta")  # the stateless skeleton functional_call fills
         self.forward_flops, self.activation_elements, self.activation_total = self._measure(probe)
 
     # --- what the trainer, the flatness statistics and the weights file need -------------------
@@ -162,9 +161,10 @@ class ModuleFamily:
 
     # --- construction and checks --------------------------------------------------------------
 
-    def check(self) -> None:
-        """Two models on two examples, batched, in train and eval mode, before anything trains:
-        every failure is one UserError naming the layer and the fix."""
+    def check(self, last_batch: int | None = None) -> None:
+        """Two models on two examples, batched, in train and eval mode, before anything trains
+        (and in train mode on ``last_batch`` examples, the size of an epoch's last minibatch,
+        when that is fewer): every failure is one UserError naming the layer and the fix."""
         params, buffers = self.init(range(CHECK_EXAMPLES), torch.float32, "cpu")
         generator = torch.Generator().manual_seed(0)
         inputs = torch.randn(CHECK_EXAMPLES, CHECK_EXAMPLES, self.n_features, generator=generator)
@@ -173,6 +173,11 @@ class ModuleFamily:
                 lambda mode=train: self.forward(params, inputs, None, buffers, mode)
             )
             expected = (CHECK_EXAMPLES, CHECK_EXAMPLES, self.n_classes)
+            if not isinstance(logits, torch.Tensor):
+                raise UserError(
+                    f"{self.where}: {self._call_text()} returns a {type(logits).__name__}; "
+                    f"forward must return one tensor of logits, (batch, {self.n_classes})"
+                )
             if tuple(logits.shape) != expected or not logits.is_floating_point():
                 got = tuple(logits.shape)[1:]
                 raise UserError(
@@ -180,6 +185,16 @@ class ModuleFamily:
                     f"{got} for {CHECK_EXAMPLES} examples; forward must return logits of shape "
                     f"(batch, n_classes) = ({CHECK_EXAMPLES}, {self.n_classes})"
                 )
+        if last_batch is not None and last_batch < CHECK_EXAMPLES:
+            try:
+                self.forward(params, inputs[:, :last_batch], None, buffers, True)
+            except Exception as error:
+                raise UserError(
+                    f"{self.where}: {self.target_text()} fails in train mode on the "
+                    f"{last_batch} example(s) of each epoch's last minibatch "
+                    f"({type(error).__name__}: {' '.join(str(error).split())[:200]}); change "
+                    "train.batch_size so that the training split does not leave so few"
+                ) from None
 
     def _traced(self, run: Callable[[], torch.Tensor]) -> torch.Tensor:
         """``run()``, with the innermost layer that was running when it failed named."""

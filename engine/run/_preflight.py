@@ -26,6 +26,7 @@ def check_models(job, dataset, results: ResultsDir | None = None) -> None:
         _refuse_edited_module(job, results)
     if job.families() <= DENSE:
         return
+    n_train = len(dataset.indices("train"))  # a bootstrap resample has as many rows
     seen: set = set()
     configurations: set[int] = set()
     for variant in iter_variants(job):
@@ -33,14 +34,15 @@ def check_models(job, dataset, results: ResultsDir | None = None) -> None:
             continue
         configurations.add(id(variant.hparams))
         settings = pack_settings(variant.hparams, job.train, module)
+        last = n_train % settings.batch_size or None
         structure = (settings.family, settings.hidden, settings.activation, settings.channels,
-                     settings.kernel, settings.stride, settings.pool)  # fmt: skip
+                     settings.kernel, settings.stride, settings.pool, last)  # fmt: skip
         if settings.family in DENSE or structure in seen:
             continue
         seen.add(structure)
         family = build_family(settings, dataset.example_shape, dataset.n_classes)
         if isinstance(family, ModuleFamily):
-            family.check()
+            family.check(last)
 
 
 def _refuse_edited_module(job, results: ResultsDir) -> None:
