@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -23,6 +24,9 @@ from torch.func import grad, jvp, vjp, vmap
 
 from rashomon.engine.model import _random
 from rashomon.engine.model._second_order import MLPHessian
+
+if TYPE_CHECKING:
+    from rashomon.engine.model._build import Family
 
 CURVATURE = "curvature"
 PROBES = "probes"
@@ -60,7 +64,7 @@ def curvature_rows(train_indices: torch.Tensor, settings: FlatnessSettings) -> t
 
 
 def flatness_statistics(
-    family,
+    family: Family,
     params: Sequence[torch.Tensor],
     initial: Sequence[torch.Tensor],
     inputs: torch.Tensor,
@@ -111,7 +115,7 @@ class _Problem:
 
     def __init__(
         self,
-        family,
+        family: Family,
         params,
         inputs,
         labels,

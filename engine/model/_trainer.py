@@ -3,8 +3,9 @@
 A pack is a set of models that share their architecture, batch size, epochs, optimizer kind and
 schedule; everything else — init, order and data seeds, learning rate, momentum, weight decay,
 dropout — is per model. Each step gathers every model's own minibatch into one ``(M, batch,
-features)`` tensor, runs all models with batched matmuls and back-propagates the sum of their
-losses, whose gradient with respect to each model's parameters is that model's own gradient.
+features)`` tensor, runs all models batched (their family's forward: batched matmuls, grouped
+convolutions or ``vmap`` of a module) and back-propagates the sum of their losses, whose gradient
+with respect to each model's parameters is that model's own gradient.
 Nothing in a step mixes models, so a model's result does not depend on its pack-mates: in float64
 it matches the model trained alone, and a model that diverges is frozen without touching the rest.
 
