@@ -14,8 +14,11 @@ leaves a network's function unchanged but moves it in parameter space, so a barr
 two copies of the same function.
 
 Every point of a path, and every pair of one architecture, is evaluated in one batched forward
-pass: the interpolated models are stacked on the model axis of ``engine._families.forward``,
-chunked over examples (and over pairs for large networks) to bound memory.
+pass: the interpolated models are stacked on the model axis of their family's batched forward,
+chunked over examples (and over pairs for large networks) to bound memory. Every family is
+rebuilt from its weights file alone. Buffers are interpolated like the parameters: a BatchNorm
+layer on the path uses (1 − t)·statistics of a + t·statistics of b, not statistics recomputed for
+θ(t) (integer buffers, such as a count of batches, are a's).
 
 References
 ----------
@@ -28,6 +31,7 @@ Hypothesis. ICML.
 from __future__ import annotations
 
 import html
+import json
 import math
 import os
 from collections.abc import Sequence
@@ -46,7 +50,7 @@ from rashomon.analysis._rashomon_set import (
     rashomon_set,
 )
 from rashomon.analysis._results import SPLITS, Results, open_results
-from rashomon.engine.model import Architecture, forward
+from rashomon.engine.model import Family, family_from_weights
 from rashomon.engine.store import ResultsDir
 from rashomon.jobs import UserError
 
@@ -60,11 +64,14 @@ __all__ = [
 N_POINTS = 25
 _ACTIVATION_ELEMENTS = 1 << 25  # models × examples × widest layer at once (128 MB in float32)
 _PARAMETER_ELEMENTS = 1 << 26  # interpolated parameters held at once
-_ARCHITECTURE_COLUMNS = ["hp_family", "hp_hidden", "hp_activation"]
+_ARCHITECTURE_COLUMNS = [
+    *("hp_family", "hp_hidden", "hp_activation"),
+    *("hp_channels", "hp_kernel", "hp_stride", "hp_pool"),
+]
 
 
 def interpolation_path(
-    arch: Architecture,
+    arch: Family,
     params_a: Sequence[torch.Tensor],
     params_b: Sequence[torch.Tensor],
     inputs: torch.Tensor | np.ndarray,
@@ -73,16 +80,18 @@ def interpolation_path(
 ) -> pd.DataFrame:
     """Loss and error at ``n_points`` evenly spaced t ∈ [0, 1] between models a and b.
 
-    ``params_a`` and ``params_b`` are one model each, ``[W0 (in, out), b0 (1, out), …]`` (a slice
-    of a pack's stacked parameters); ``inputs`` is (n, features), ``labels`` (n,) class indices.
-    Returns columns ``t``, ``loss`` (mean cross-entropy, nats) and ``error`` (1 − accuracy).
+    ``arch`` is the models' family; ``params_a`` and ``params_b`` are one model each, its
+    parameters then its buffers in the family's order (for a dense network ``[W0 (in, out),
+    b0 (1, out), …]``, a slice of a pack's stacked parameters); ``inputs`` is (n, features),
+    ``labels`` (n,) class indices. Returns columns ``t``, ``loss`` (mean cross-entropy, nats) and
+    ``error`` (1 − accuracy).
     """
     dtype = torch.promote_types(params_a[0].dtype, params_b[0].dtype)
     t = _grid(n_points)
     loss, error = _paths(
         arch,
-        [p.unsqueeze(0).to(dtype) for p in params_a],
-        [p.unsqueeze(0).to(dtype) for p in params_b],
+        [_cast(p.unsqueeze(0), dtype) for p in params_a],
+        [_cast(p.unsqueeze(0), dtype) for p in params_b],
         t,
         torch.as_tensor(inputs).to(dtype),
         torch.as_tensor(labels, dtype=torch.int64),
@@ -131,10 +140,11 @@ def linear_mode_connectivity(
     t = _grid(n_points)
     loss, error = np.empty((len(pairs), n_points)), np.empty((len(pairs), n_points))
     for rows, arch, starts, ends in _batches(pairs, models):
-        if arch.n_features != inputs.shape[1]:
+        if math.prod(arch.in_shape) != inputs.shape[1]:
             raise UserError(
-                f"{store.location}: the saved weights take {arch.n_features} features but the "
-                f"job's dataset now has {inputs.shape[1]}; the dataset changed since the run"
+                f"{store.location}: the saved weights take {math.prod(arch.in_shape)} features "
+                f"but the job's dataset now has {inputs.shape[1]}; the dataset changed since "
+                "the run"
             )
         loss[rows], error[rows] = _paths(arch, starts, ends, t, inputs.to(starts[0].dtype), labels)
     return pairs.assign(
@@ -214,9 +224,21 @@ def _barriers(t: np.ndarray, values: np.ndarray) -> np.ndarray:
     return (values - line).max(axis=1)
 
 
+def _cast(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return tensor.to(dtype) if tensor.is_floating_point() else tensor
+
+
+def _interpolate(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """(pairs, ...) ends -> (pairs × points, ...): (1 − t)·a + t·b, or a for integer tensors."""
+    if not a.is_floating_point():
+        return a.unsqueeze(1).expand(-1, len(t), *a.shape[1:]).flatten(0, 1)
+    weight = t.to(a.dtype).view(1, -1, *([1] * (a.dim() - 1)))
+    return torch.lerp(a.unsqueeze(1), b.unsqueeze(1), weight).flatten(0, 1)
+
+
 @torch.inference_mode()
 def _paths(
-    arch: Architecture,
+    arch: Family,
     starts: Sequence[torch.Tensor],
     ends: Sequence[torch.Tensor],
     t: torch.Tensor,
@@ -224,32 +246,31 @@ def _paths(
     labels: torch.Tensor,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(loss, error), each (pairs, points), along the segments from stacked ``starts`` to
-    ``ends``; the pairs × points interpolated models go through `forward` together."""
-    weight = t.to(starts[0].dtype).view(1, -1, 1, 1)
+    ``ends`` (parameters, then buffers); the pairs × points interpolated models go through the
+    family's forward together."""
     per_batch = max(1, _PARAMETER_ELEMENTS // (len(t) * arch.n_parameters))
     losses, errors = [], []
     for first in range(0, len(starts[0]), per_batch):
         chunk = slice(first, first + per_batch)
-        params = [
-            torch.lerp(a[chunk].unsqueeze(1), b[chunk].unsqueeze(1), weight).flatten(0, 1)
-            for a, b in zip(starts, ends, strict=True)
-        ]
-        loss, error = _evaluate(arch, params, inputs, labels)
+        state = [_interpolate(a[chunk], b[chunk], t) for a, b in zip(starts, ends, strict=True)]
+        loss, error = _evaluate(arch, state, inputs, labels)
         losses.append(loss.view(-1, len(t)))
         errors.append(error.view(-1, len(t)))
     return torch.cat(losses).numpy(), torch.cat(errors).numpy()
 
 
 def _evaluate(
-    arch: Architecture, params: list[torch.Tensor], inputs: torch.Tensor, labels: torch.Tensor
+    arch: Family, state: list[torch.Tensor], inputs: torch.Tensor, labels: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean cross-entropy and error of every stacked model (float64), chunked over examples."""
-    n_models, n = len(params[0]), len(labels)
-    chunk = max(1, _ACTIVATION_ELEMENTS // (n_models * max(arch.widths)))
+    n_models, n = len(state[0]), len(labels)
+    n_params = len(arch.parameter_names())
+    params, buffers = state[:n_params], state[n_params:]
+    chunk = max(1, _ACTIVATION_ELEMENTS // (n_models * arch.activation_elements))
     loss_sum = torch.zeros(n_models, dtype=torch.float64)
     wrong = torch.zeros(n_models, dtype=torch.float64)
     for start in range(0, n, chunk):
-        logits = forward(arch, params, inputs[start : start + chunk])
+        logits = arch.forward(params, inputs[start : start + chunk], buffers=buffers)
         rows = labels[start : start + chunk]
         picked = torch.log_softmax(logits, dim=-1).gather(
             -1, rows.view(1, -1, 1).expand(n_models, -1, 1)
@@ -301,7 +322,7 @@ def _sample_pairs(
 
 def _architecture_key(models: pd.DataFrame) -> pd.Series:
     """Equal for models whose parameters have the same shapes (all logistic models alike)."""
-    columns = models.reindex(columns=_ARCHITECTURE_COLUMNS).astype(str)
+    columns = models.reindex(columns=_ARCHITECTURE_COLUMNS).astype(object).fillna("").astype(str)
     key = columns.agg("|".join, axis=1)
     return key.where(columns["hp_family"] != "logistic", "logistic")
 
@@ -336,51 +357,57 @@ def _pair_at(k: int, n: int) -> tuple[int, int]:
 
 def _load_models(
     store: ResultsDir, models: pd.DataFrame, model_ids: set[str]
-) -> dict[str, tuple[Architecture, list[torch.Tensor]]]:
-    """Architecture and parameters of each wanted model; each needed pack is read once."""
+) -> dict[str, tuple[Family, list[torch.Tensor]]]:
+    """Family and state (parameters, then buffers) of each wanted model; each needed pack is
+    read once, its family rebuilt from the weights file."""
     wanted = models[models["model_id"].isin(model_ids)]
     loaded = {}
     for pack_id, ids in wanted.groupby("pack_id")["model_id"]:
-        pack_ids, params, metadata = store.read_weights(pack_id)
+        where = store.pack_file("weights", pack_id)
+        pack_ids, tensors, metadata = store.read_weights(pack_id)
         missing = set(ids) - set(pack_ids)
         if missing:
             raise UserError(
-                f"{store.pack_file('weights', pack_id)}: no weights for {sorted(missing)}; "
-                "rerun `rashomon run` to redo this pack"
+                f"{where}: no weights for {sorted(missing)}; rerun `rashomon run` to redo this pack"
             )
-        # shapes, not the `hidden` metadata: a logistic pack records its job's unused widths
-        arch = Architecture(
-            params[0].shape[1],
-            tuple(w.shape[2] for w in params[0:-2:2]),
-            params[-2].shape[2],
-            metadata.get("activation", "relu"),
-        )
+        try:
+            family = family_from_weights(metadata, tensors)
+            state = [tensors[n] for n in family.parameter_names() + family.buffer_names()]
+        except (UserError, KeyError) as error:
+            raise UserError(f"{where}: cannot rebuild its models: {error}") from None
         row = {model_id: i for i, model_id in enumerate(pack_ids)}
-        loaded |= {m: (arch, [p[row[m]] for p in params]) for m in ids}
+        loaded |= {m: (family, [t[row[m]] for t in state]) for m in ids}
     return loaded
 
 
-def _batches(pairs: pd.DataFrame, models: dict[str, tuple[Architecture, list[torch.Tensor]]]):
-    """(rows, architecture, stacked starts, stacked ends) per architecture and dtype."""
-    groups: dict[tuple[Architecture, torch.dtype], list[int]] = {}
+def _family_key(family: Family) -> str:
+    return json.dumps(family.description(), sort_keys=True)
+
+
+def _batches(pairs: pd.DataFrame, models: dict[str, tuple[Family, list[torch.Tensor]]]):
+    """(rows, family, stacked starts, stacked ends) per family and dtype."""
+    groups: dict[tuple[str, torch.dtype], list[int]] = {}
+    families: dict[str, Family] = {}
     for row, (a, b) in enumerate(zip(pairs["model_a"], pairs["model_b"], strict=True)):
         (arch, params_a), (arch_b, params_b) = models[a], models[b]
-        if arch != arch_b:
+        key = _family_key(arch)
+        if key != _family_key(arch_b):
             raise UserError(
-                f"models {a} and {b} have different architectures ({arch}, {arch_b}); the "
-                "models table's hp_family/hp_hidden/hp_activation do not match the weights"
+                f"models {a} and {b} have different architectures ({key}, "
+                f"{_family_key(arch_b)}); the models table's hp_ columns do not match the weights"
             )
+        families.setdefault(key, arch)
         dtype = torch.promote_types(params_a[0].dtype, params_b[0].dtype)
-        groups.setdefault((arch, dtype), []).append(row)
-    for (arch, dtype), rows in groups.items():
+        groups.setdefault((key, dtype), []).append(row)
+    for (key, dtype), rows in groups.items():
         stacks = [
             [
-                torch.stack(parts).to(dtype)
+                _cast(torch.stack(parts), dtype)
                 for parts in zip(*(models[m][1] for m in ids), strict=True)
             ]
             for ids in (pairs["model_a"].iloc[rows], pairs["model_b"].iloc[rows])
         ]
-        yield rows, arch, *stacks
+        yield rows, families[key], *stacks
 
 
 def _evaluation_data(store: ResultsDir, split: str) -> tuple[torch.Tensor, torch.Tensor]:

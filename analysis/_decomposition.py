@@ -134,7 +134,7 @@ def _merge_aliased_axes(factors: pd.DataFrame) -> dict[str, np.ndarray]:
     """Integer codes per axis with two or more levels; identically-splitting axes merged."""
     merged: dict[str, np.ndarray] = {}
     for name in factors.columns:
-        codes = pd.factorize(factors[name].astype(str), sort=True)[0]
+        codes = pd.factorize(factors[name].astype(str), sort=True, use_na_sentinel=False)[0]
         if codes.max(initial=0) < 1:
             continue
         alias = next((key for key, seen in merged.items() if _same_partition(seen, codes)), None)

@@ -21,6 +21,7 @@ from rashomon.jobs._expand import (
     sample_variants,
 )
 from rashomon.jobs._load import load_job, load_job_text, parse_job
+from rashomon.jobs._modules import ModuleRef, user_frame
 from rashomon.jobs._sections import FLATNESS_COLUMNS, FlatnessConfig, Job
 from rashomon.jobs._space import HYPERPARAMETERS, column_value
 from rashomon.jobs._text import printable, redact
@@ -33,6 +34,7 @@ __all__ = [
     "FlatnessConfig",
     "Job",
     "ModelVariant",
+    "ModuleRef",
     "PreparedDataset",
     "UserError",
     "builtin_datasets",
@@ -50,4 +52,5 @@ __all__ = [
     "printable",
     "redact",
     "sample_variants",
+    "user_frame",
 ]

@@ -8,8 +8,10 @@ when the file does.
 
 Sources
     ``dataset.source`` is a built-in name (``adult``, ``breast_cancer``, ``compas``, ``digits``,
-    ``wine``; case-sensitive, shipped as Parquet in ``jobs/data/``) or a path to a ``.csv``,
-    ``.csv.gz`` or ``.parquet`` file; a relative path is resolved against the job file's folder.
+    ``mnist1d``, ``wine``; case-sensitive, shipped as Parquet in ``jobs/data/``) or a path to a
+    ``.csv``, ``.csv.gz``, ``.parquet`` or ``.npz`` file; a relative path is resolved against the
+    job file's folder. An ``.npz`` file holds two arrays, ``x`` (n, …) and ``y`` (n,) (read without
+    pickle); its labels are ``y``, so it takes no ``target``, ``groups`` or ``exclude``.
     CSV files are read with pandas' defaults: a header row, comma separated, UTF-8, and empty
     cells (or ``NA``, ``NaN``, ``null`` ...) are missing values. ``dataset.missing_values``
     lists more markers of a missing cell (``["?", "n/a"]``): in any column, a cell whose text,
@@ -60,14 +62,26 @@ Features (all statistics fitted on the training split only, then applied to ever
       val/test predictions and inflate the measured multiplicity.
     * Encoded columns keep the file's column order. The result is a C-contiguous float32 array.
 
+Shaped data (signals, images)
+    ``dataset.shape`` gives each example's features as (channels, length) or (channels, height,
+    width); ``digits`` is ``[1, 8, 8]`` and ``mnist1d`` ``[1, 40]`` unless the job says otherwise,
+    and an ``.npz`` file's ``x`` of shape (n, C, L) or (n, C, H, W) gives its own. The feature
+    columns (file order, or ``x`` in C order) must then be numbers, complete and finite, as many
+    as the shape holds; nothing is one-hot encoded or dropped. Each channel is standardised with
+    one mean and one standard deviation (ddof 0) over the training examples and all positions (a
+    channel constant on train is only centred), so the convolutional family sees images, and the
+    dense families see the same values flattened. An ``.npz`` ``x`` of shape (n, d) without
+    ``dataset.shape`` is a table of numeric columns ``x_0 … x_{d−1}``, encoded as above.
+
 Groups
     ``dataset.groups`` columns are also returned raw as strings (missing → ``"missing"``), for
     per-subgroup multiplicity.
 
 Fingerprint
-    sha256 of the source file's bytes followed by :data:`PREPROCESSING_VERSION`, so a changed file
-    or a changed preprocessing is detected; the column choices and split parameters are part of
-    the job and are hashed with it.
+    sha256 of the source file's bytes followed by :data:`PREPROCESSING_VERSION` (tables) or
+    :data:`SHAPED_PREPROCESSING_VERSION` and the shape (shaped data), so a changed file or a
+    changed preprocessing is detected; the column choices and split parameters are part of the
+    job and are hashed with it.
 """
 
 from __future__ import annotations
@@ -89,6 +103,8 @@ from rashomon.jobs._text import printable, show
 
 #: Bumped whenever the preprocessing changes the arrays it produces, so stale caches are noticed.
 PREPROCESSING_VERSION = "rashomon-preprocessing-1"
+#: The same for shaped data (per-channel standardisation); tables keep their fingerprints.
+SHAPED_PREPROCESSING_VERSION = "rashomon-preprocessing-shaped-1"
 
 #: Where the built-in Parquet files live (shipped as package data).
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -109,7 +125,8 @@ MIN_NUMERIC_PERCENT = 90
 #: Value that stands for a missing cell in categorical features and in groups.
 MISSING = "missing"
 
-_EXTENSIONS = (".csv.gz", ".csv", ".parquet")
+_EXTENSIONS = (".csv.gz", ".csv", ".parquet", ".npz")
+_KINDS = ".csv, .csv.gz, .parquet or .npz"
 
 
 @dataclass(frozen=True)
@@ -117,6 +134,7 @@ class _Builtin:
     target: str
     groups: tuple[str, ...]
     description: str
+    shape: tuple[int, ...] | None = None
 
 
 _BUILTINS: dict[str, _Builtin] = {
@@ -138,7 +156,14 @@ _BUILTINS: dict[str, _Builtin] = {
     "digits": _Builtin(
         "target",
         (),
-        "UCI optical handwritten digits: 8x8 images, digit 0-9",
+        "UCI optical handwritten digits: 8x8 images, digit 0-9; shape [1, 8, 8]",
+        (1, 8, 8),
+    ),
+    "mnist1d": _Builtin(
+        "target",
+        (),
+        "MNIST-1D (Greydanus & Kobak 2024): signals of length 40, digit 0-9; shape [1, 40]",
+        (1, 40),
     ),
     "wine": _Builtin(
         "target",
@@ -152,6 +177,12 @@ def builtin_target(name: str) -> str | None:
     """The target column of a built-in dataset, or None if ``name`` is no built-in."""
     builtin = _BUILTINS.get(name)
     return builtin.target if builtin else None
+
+
+def builtin_shape(name: str) -> tuple[int, ...] | None:
+    """The shape of a built-in dataset's examples, or None (a table, or no built-in)."""
+    builtin = _BUILTINS.get(name)
+    return builtin.shape if builtin else None
 
 
 @dataclass(frozen=True)
@@ -169,6 +200,7 @@ class DatasetInfo:
     target: str
     groups: tuple[str, ...]
     description: str
+    shape: tuple[int, ...] | None = None
 
 
 def builtin_datasets() -> list[DatasetInfo]:
@@ -193,6 +225,7 @@ def builtin_datasets() -> list[DatasetInfo]:
                 target=spec.target,
                 groups=spec.groups,
                 description=spec.description,
+                shape=spec.shape,
             )
         )
     return infos
@@ -214,7 +247,8 @@ class PreparedDataset:
     feature_names: tuple[str, ...]
     classes: tuple[str, ...]  # label k is classes[k]
     groups: pd.DataFrame  # raw `groups` columns as strings, index 0 … N−1
-    fingerprint: str  # sha256 of the file bytes + PREPROCESSING_VERSION
+    fingerprint: str  # sha256 of the file bytes + the preprocessing version (and shape)
+    shape: tuple[int, ...] | None = None  # one example's (C, L) or (C, H, W); None: a table
 
     def indices(self, split: str) -> np.ndarray:
         """Sorted int64 row indices of one split ("train", "val" or "test")."""
@@ -233,6 +267,11 @@ class PreparedDataset:
         return int(self.features.shape[1])
 
     @property
+    def example_shape(self) -> tuple[int, ...]:
+        """What one example is to a model: its shape, or (features,) for a table."""
+        return self.shape or (self.n_features,)
+
+    @property
     def n_examples(self) -> int:
         """Number of rows N over all splits."""
         return int(self.labels.shape[0])
@@ -242,7 +281,8 @@ class PreparedDataset:
         sizes = ", ".join(f"{s}={int(c)}" for s, c in zip(SPLITS, counts, strict=True))
         return (
             f"PreparedDataset(name={self.name!r}, examples={self.n_examples}, "
-            f"features={self.n_features}, classes={self.n_classes}, {sizes}, "
+            f"features={self.n_features}, shape={list(self.example_shape)}, "
+            f"classes={self.n_classes}, {sizes}, "
             f"groups={list(self.groups.columns)}, fingerprint={self.fingerprint[:12]}…)"
         )
 
@@ -257,6 +297,7 @@ def prepare_dataset(
     seed: int,
     base_dir: Path | None = None,
     missing_values: Sequence[str] = (),
+    shape: Sequence[int] | None = None,
 ) -> PreparedDataset:
     """Load ``source``, split it and encode it, exactly as the module docstring describes.
 
@@ -270,10 +311,15 @@ def prepare_dataset(
         raw = path.read_bytes()
     except OSError as exc:
         raise UserError(f"dataset.source: cannot read {where}: {exc.strerror}") from None
+    shape = tuple(shape) if shape is not None else builtin_shape(source)
+    if path.name.lower().endswith(".npz"):
+        frame, target, shape = _npz_frame(raw, shape, groups, exclude, missing_values, where)
+    else:
+        frame = _mark_missing(_read_table(raw, path, where), missing_values)
     hasher = hashlib.sha256(raw)
-    hasher.update(b"\0" + PREPROCESSING_VERSION.encode())
+    version = PREPROCESSING_VERSION if shape is None else f"{SHAPED_PREPROCESSING_VERSION}{shape}"
+    hasher.update(b"\0" + version.encode())
     fingerprint = hasher.hexdigest()
-    frame = _mark_missing(_read_table(raw, path, where), missing_values)
 
     columns = list(frame.columns)
     if target not in columns:
@@ -305,7 +351,11 @@ def prepare_dataset(
             f"dataset.exclude: no feature columns of {where} are left besides the target "
             f"{target!r}; exclude fewer columns"
         )
-    features, feature_names = _encode_features(frame, feature_columns, split == 0, where)
+    if shape is None:
+        features, feature_names = _encode_features(frame, feature_columns, split == 0, where)
+    else:
+        features = _shaped_features(frame, feature_columns, shape, split == 0, where)
+        feature_names = tuple(feature_columns)
 
     group_frame = pd.DataFrame(
         {g: _as_strings(frame[g]) for g in group_columns}, index=pd.RangeIndex(len(frame))
@@ -320,6 +370,7 @@ def prepare_dataset(
         classes=classes,
         groups=group_frame,
         fingerprint=fingerprint,
+        shape=shape,
     )
 
 
@@ -336,8 +387,8 @@ def _resolve_source(
     """(name, file, target column, description for messages) of a built-in name or a path."""
     if not isinstance(source, str) or not source.strip():
         raise UserError(
-            "dataset.source: give a built-in name "
-            f"({', '.join(_BUILTINS)}) or a path to a .csv, .csv.gz or .parquet file"
+            f"dataset.source: give a built-in name ({', '.join(_BUILTINS)}) or a path to a "
+            f"{_KINDS} file"
         )
     if source in _BUILTINS:
         spec = _BUILTINS[source]
@@ -361,7 +412,7 @@ def _resolve_source(
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise UserError(
             f"dataset.source: {source!r} is not a built-in dataset{hint}; use one of "
-            f"{', '.join(_BUILTINS)}, or a path to a .csv, .csv.gz or .parquet file"
+            f"{', '.join(_BUILTINS)}, or a path to a {_KINDS} file"
         )
 
     path = Path(source).expanduser()
@@ -370,8 +421,7 @@ def _resolve_source(
     lower = path.name.lower()
     if not lower.endswith(_EXTENSIONS):
         raise UserError(
-            f"dataset.source: {source!r} has an unsupported extension; "
-            "convert it to .csv, .csv.gz or .parquet"
+            f"dataset.source: {source!r} has an unsupported extension; convert it to {_KINDS}"
         )
     where = printable(str(path))
     try:
@@ -385,13 +435,109 @@ def _resolve_source(
             f"dataset.source: {shown} {what}; fix the path (relative paths are resolved "
             "against the job file's folder)"
         )
-    if target is None:
+    if lower.endswith(".npz"):
+        if target is not None:
+            raise UserError(
+                f"dataset.target: the labels of {where} are its array y; remove dataset.target"
+            )
+    elif target is None:
         raise UserError(
             f"dataset.target: required when dataset.source is a file ({where}); "
             "set it to the name of the label column"
         )
     name = next(path.name[: -len(ext)] for ext in _EXTENSIONS if lower.endswith(ext))
-    return name, path, target, where
+    return name, path, target or "y", where
+
+
+def _npz_frame(
+    raw: bytes,
+    shape: tuple[int, ...] | None,
+    groups: Sequence[str],
+    exclude: Sequence[str],
+    missing_values: Sequence[str],
+    where: str,
+) -> tuple[pd.DataFrame, str, tuple[int, ...] | None]:
+    """An .npz file's x and y as a frame (columns ``x_0 …``, then ``y``), and its shape: the
+    given one, or x's own for an x of three or four dimensions."""
+    named = {"groups": groups, "exclude": exclude, "missing_values": missing_values}
+    for key, given in named.items():
+        if given:
+            raise UserError(
+                f"dataset.{key}: {where} is arrays, not named columns; remove dataset.{key}"
+            )
+    try:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as arrays:
+            missing = [k for k in ("x", "y") if k not in arrays.files]
+            if missing:
+                raise UserError(
+                    f"dataset.source: {where} has no array {missing[0]!r} (it has "
+                    f"{', '.join(map(repr, arrays.files)) or 'none'}); save it with "
+                    "np.savez(path, x=features, y=labels)"
+                )
+            x, y = arrays["x"], arrays["y"]
+    except UserError:
+        raise
+    except Exception as exc:  # not a zip, a pickled object array, a damaged member ...
+        detail = printable(" ".join(str(exc).split())[:200])
+        raise UserError(
+            f"dataset.source: cannot read {where} as .npz ({type(exc).__name__}: {detail}); "
+            "save numeric arrays with np.savez(path, x=features, y=labels)"
+        ) from None
+    if y.ndim != 1 or x.ndim < 2 or len(x) != len(y) or not len(y):
+        raise UserError(
+            f"dataset.source: {where} has x of shape {x.shape} and y of shape {y.shape}; "
+            "expected x (n, ...) and y (n,) for the same n > 0"
+        )
+    if x.dtype.kind not in "biuf":
+        raise UserError(
+            f"dataset.source: x of {where} holds {x.dtype} values; it must hold numbers"
+        )
+    if shape is None and x.ndim > 2:
+        shape = tuple(int(n) for n in x.shape[1:])
+    flat = x.reshape(len(x), -1)
+    frame = pd.DataFrame(flat, columns=[f"x_{i}" for i in range(flat.shape[1])])
+    frame["y"] = y
+    return frame, "y", shape
+
+
+def _shaped_features(
+    frame: pd.DataFrame,
+    columns: Sequence[str],
+    shape: tuple[int, ...],
+    train: np.ndarray,
+    where: str,
+) -> np.ndarray:
+    """The feature columns as examples of ``shape``, each channel standardised on train."""
+    size = math.prod(shape)
+    if len(columns) != size:
+        raise UserError(
+            f"dataset.shape: {list(shape)} holds {size:,} values per example, but {where} has "
+            f"{len(columns):,} feature columns; fix dataset.shape (or dataset.exclude)"
+        )
+    for col in columns:
+        series = frame[col]
+        if not pd.api.types.is_numeric_dtype(series.dtype) or isinstance(
+            series.dtype, pd.CategoricalDtype
+        ):
+            raise UserError(
+                f"dataset.shape: column {col!r} of {where} is not numeric; shaped data (a signal "
+                "or an image) must be numbers: convert it, or list it in dataset.exclude"
+            )
+    values = frame[list(columns)].to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        row, col = (int(i) for i in np.argwhere(bad)[0])
+        raise UserError(
+            f"dataset.source: {where} has {int(bad.sum()):,} missing or infinite values in its "
+            f"shaped features (first: row {row}, column {columns[col]!r}); shaped data must be "
+            "complete: fill them in or remove those rows"
+        )
+    channels = values.reshape(len(values), shape[0], -1)
+    seen = channels[train]
+    mean = seen.mean(axis=(0, 2), keepdims=True)
+    std = seen.std(axis=(0, 2), keepdims=True)
+    standardised = (channels - mean) / np.where(std > 0, std, 1.0)
+    return np.ascontiguousarray(standardised.reshape(len(values), -1), dtype=np.float32)
 
 
 def _read_table(raw: bytes, path: Path, where: str) -> pd.DataFrame:
@@ -715,4 +861,5 @@ def prepare_job_dataset(job) -> PreparedDataset:
         seed=spec.split.seed,
         base_dir=job.base_dir,
         missing_values=spec.missing_values,
+        shape=spec.shape,
     )

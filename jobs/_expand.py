@@ -80,8 +80,18 @@ def model_id(
     """
     identity = canonical_json({k: _plain(v) for k, v in dataset_identity.items()})
     fixed = canonical_json({k: _plain(v) for k, v in extra.items()})
-    plain = {k: _plain(v) for k, v in hparams.items()}
+    plain = {k: _plain(v) for k, v in hparams.items() if v is not None}
     return _IdHasher(identity, fixed, plain).finish(init_seed, order_seed, data_seed)
+
+
+def _id_hparams(job: Job, resolved: Mapping[str, Any]) -> dict[str, Any]:
+    """The hyperparameters as a model id hashes them: the settings its family does not use
+    (null) are left out — which keeps the ids of the families that came before them — and a
+    module model adds its class, arguments and source hash."""
+    plain = {k: _plain(v) for k, v in resolved.items() if v is not None}
+    if resolved["family"] == "module":
+        plain["module"] = job.module_reference().identity()  # type: ignore[union-attr]
+    return plain
 
 
 class _IdHasher:
@@ -139,7 +149,7 @@ def iter_variants(job: Job) -> Iterator[ModelVariant]:
     seeds = job.population.seeds
     for overrides, describe in _configurations(job):
         resolved = _resolve(job, overrides, describe)
-        hasher = _IdHasher(identity_json, extra_json, resolved)
+        hasher = _IdHasher(identity_json, extra_json, _id_hparams(job, resolved))
         hparams = MappingProxyType(resolved)
         for init_seed, order_seed, data_seed in seeds.triples():
             yield ModelVariant(
@@ -189,7 +199,9 @@ def _variant_at(job: Job, position: int) -> ModelVariant:
         init_seed, rest = divmod(seed_index, seeds.order * seeds.data)
         order_seed, data_seed = divmod(rest, seeds.data)
     hasher = _IdHasher(
-        canonical_json(job.dataset.identity()), canonical_json(job.train.fixed_settings()), resolved
+        canonical_json(job.dataset.identity()),
+        canonical_json(job.train.fixed_settings()),
+        _id_hparams(job, resolved),
     )
     return ModelVariant(
         hasher.finish(init_seed, order_seed, data_seed),
@@ -218,7 +230,9 @@ def cohort(
     """
     resolved = job.resolve(overrides, origin=f"trial {trial}" if trial is not None else None)
     hasher = _IdHasher(
-        canonical_json(job.dataset.identity()), canonical_json(job.train.fixed_settings()), resolved
+        canonical_json(job.dataset.identity()),
+        canonical_json(job.train.fixed_settings()),
+        _id_hparams(job, resolved),
     )
     hparams = MappingProxyType(resolved)
     return [

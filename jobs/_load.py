@@ -26,6 +26,9 @@ from rashomon.jobs._messages import format_errors
 from rashomon.jobs._sections import Job
 from rashomon.jobs._text import show, type_name
 
+#: The hyperparameters whose combinations with the family the rules judge.
+FAMILY_RULES = ("family", "hidden", "channels", "kernel", "stride", "pool", "dropout")
+
 __all__ = [
     "MAX_JOB_BYTES",
     "MAX_JOB_DEPTH",
@@ -313,7 +316,7 @@ def _check_combinations(job: Job) -> None:
         "search": _candidates(None, job.search, "search"),
     }
     for candidates in varied.values():
-        for group in (("family", "hidden"), ("optimizer", "momentum", "nesterov")):
+        for group in (FAMILY_RULES, ("optimizer", "momentum", "nesterov")):
             axes = [candidates[name] for name in group if name in candidates]
             for combination in itertools.product(*axes):
                 overrides = {name: value for name, value, _ in combination}

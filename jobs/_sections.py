@@ -41,30 +41,38 @@ from rashomon.jobs._base import (
     UnitOpen,
     reject_duplicates,
 )
-from rashomon.jobs._datasets import SPLITS, builtin_target
+from rashomon.jobs._datasets import SPLITS, builtin_shape, builtin_target
 from rashomon.jobs._errors import UserError
 from rashomon.jobs._messages import ConfigError, describe, unknown_hyperparameter_hint
+from rashomon.jobs._modules import MODULE_TARGET, ModuleRef, check_kwargs, locate_module
 from rashomon.jobs._space import (
+    CNN_DEFAULTS,
     DEFAULT_HIDDEN,
     HYPERPARAMETERS,
     Activation,
     BatchSize,
+    Channels,
     Dropout,
     Epochs,
     Family,
     Grid,
     Hidden,
+    Kernel,
     LearningRate,
     Momentum,
     Nesterov,
     Optimizer,
+    Pool,
     Sample,
     Schedule,
     Search,
+    Stride,
     WeightDecay,
+    family_settings,
     hidden_rule,
     hyperparameter_adapter,
     nesterov_rule,
+    unused_setting_rule,
 )
 from rashomon.jobs._text import canonical_json, join_path, show
 
@@ -102,8 +110,9 @@ class SplitConfig(Section):
 
 
 class DatasetConfig(Section):
-    """Which data to learn from; `groups` only label examples for subgroup analysis, and
-    `missing_values` are more ways the file writes an empty cell ("?", "n/a")."""
+    """Which data to learn from; `groups` only label examples for subgroup analysis,
+    `missing_values` are more ways the file writes an empty cell ("?", "n/a"), and `shape` makes
+    each example a signal (channels, length) or an image (channels, height, width)."""
 
     source: NonEmptyStr
     target: NonEmptyStr | None = None
@@ -111,6 +120,16 @@ class DatasetConfig(Section):
     exclude: tuple[NonEmptyStr, ...] = ()
     split: SplitConfig = SplitConfig()
     missing_values: tuple[NonEmptyStr, ...] = ()
+    shape: tuple[PositiveInt, ...] | None = None
+
+    @field_validator("shape")
+    @classmethod
+    def _channels_first(cls, shape: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if shape is not None and len(shape) not in (2, 3):
+            raise ValueError(
+                f"expected [channels, length] or [channels, height, width], got {show(shape)}"
+            )
+        return shape
 
     @field_validator("groups", "exclude", "missing_values")
     @classmethod
@@ -139,24 +158,62 @@ class DatasetConfig(Section):
         }
         if self.missing_values:  # absent when unused: the ids of earlier jobs stay the same
             identity["missing_values"] = sorted(self.missing_values)
+        if (shape := self.shape or builtin_shape(self.source)) is not None:
+            identity["shape"] = list(shape)
         return identity
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: Any) -> Any:
-        # Unused, missing_values is left out, so jobs written before it existed keep their hash.
+        # Unused, missing_values and shape are left out, so jobs written before them keep their
+        # hash.
         dumped = handler(self)
-        if isinstance(dumped, dict) and not dumped.get("missing_values", True):
-            del dumped["missing_values"]
+        if isinstance(dumped, dict):
+            if not dumped.get("missing_values", True):
+                del dumped["missing_values"]
+            if dumped.get("shape", 0) is None:
+                del dumped["shape"]
         return dumped
 
 
+def _module_target(value: Any) -> str:
+    if not isinstance(value, str) or not MODULE_TARGET.fullmatch(value):
+        raise ValueError(f'expected "package.module:ClassName", got {show(value)}')
+    return value
+
+
+def _sha256(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9a-f]{64}", value):
+        raise ValueError(f"expected 64 lower-case hex digits (a sha256), got {show(value)}")
+    return value
+
+
 class ModelConfig(Section):
-    """The network. ``hidden: null`` (the default) means the family's default layers."""
+    """The network. ``hidden: null`` (the default) means the family's default layers; the cnn
+    settings left out take `CNN_DEFAULTS`. ``module`` names a user's class, built with ``kwargs``;
+    ``source_sha256`` pins its source file (the resolved job records it)."""
 
     family: Family = "mlp"
     hidden: Hidden | None = None
     activation: Activation = "relu"
     dropout: Dropout = 0.0
+    channels: Channels | None = None
+    kernel: Kernel | None = None
+    stride: Stride | None = None
+    pool: Pool | None = None
+    module: Annotated[str, PlainValidator(_module_target)] | None = None
+    kwargs: Annotated[dict[str, Any], PlainValidator(check_kwargs)] | None = None
+    source_sha256: Annotated[str, PlainValidator(_sha256)] | None = None
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> Any:
+        # Settings added with the cnn and module families are left out while unset, so the jobs
+        # written before them keep their hash.
+        dumped = handler(self)
+        if isinstance(dumped, dict):
+            for name in (*CNN_DEFAULTS, "module", "kwargs", "source_sha256"):
+                if dumped.get(name) is None:
+                    dumped.pop(name, None)
+        return dumped
 
     @field_validator("hidden")
     @classmethod
@@ -378,6 +435,7 @@ class Job(Section):
 
     _source: str = PrivateAttr(default="<job>")
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+    _module: ModuleRef | None = PrivateAttr(default=None)
 
     @field_validator("name", mode="before")
     @classmethod
@@ -401,14 +459,83 @@ class Job(Section):
         """Folder of the job file: relative dataset paths are relative to it."""
         return self._base_dir
 
+    @model_validator(mode="after")
+    def _module_settings(self) -> Job:
+        model, families = self.model, self.families()
+        if "module" in families and model.module is None:
+            raise ValueError(
+                "model.module: family module needs the class to train, e.g. module: "
+                '"my_models:SmallNet" (a file my_models.py next to the job)'
+            )
+        if model.module is not None and "module" not in families:
+            raise ValueError(
+                "model.module: only family module uses it; set model.family: module, or remove "
+                "model.module"
+            )
+        for name in ("kwargs", "source_sha256"):
+            if model.module is None and getattr(model, name) is not None:
+                raise ValueError(f"model.{name}: only with model.module; remove it")
+        return self
+
+    def family_varies(self) -> bool:
+        """Whether grid, sample or search vary the family (base settings of one family then
+        leave the others alone)."""
+        return "family" in self.population.grid.axes() or any(
+            "family" in sampled.distributions() for sampled in (self.population.sample, self.search)
+        )
+
+    def families(self) -> set[str]:
+        """Every model family the job trains (the base one and those of grid, sample, search)."""
+        found = {self.model.family, *self.population.grid.axes().get("family", ())}
+        for sampled in (self.population.sample, self.search):
+            if (dist := sampled.distributions().get("family")) is not None:
+                found |= set(dist.args)
+        return found
+
+    def module_reference(self) -> ModuleRef | None:
+        """The user's class of a ``module`` job, located from the job's folder and hashed (once
+        per job object); None for the built-in families. A pinned ``source_sha256`` must match."""
+        model = self.model
+        if model.module is None:
+            return None
+        if self._module is None:
+            folders = (str(self.base_dir.resolve()),)
+            module_name = model.module.split(":")[0]
+            try:
+                path, sha256 = locate_module(module_name, folders)
+            except UserError as error:
+                raise UserError(f"{self._source}: {error}") from None
+            if model.source_sha256 not in (None, sha256):
+                raise UserError(
+                    f"{self._source}: model.source_sha256: {path} has sha256 {sha256[:12]}…, "
+                    f"not the {model.source_sha256[:12]}… these models were trained from; "
+                    "restore that version of the file, or remove model.source_sha256 to train "
+                    "the new one"
+                )
+            self._module = ModuleRef(
+                model.module,
+                canonical_json(model.kwargs or {}),
+                sha256,
+                (str(path.parents[module_name.count(".")]),),
+            )
+        return self._module
+
+    def _resolved_dump(self) -> dict[str, Any]:
+        """The job as written to a results folder: a module job records its source's sha256."""
+        dumped = self.model_dump(mode="json")
+        if (reference := self.module_reference()) is not None:
+            dumped["model"]["source_sha256"] = reference.sha256
+        return dumped
+
     @property
     def job_hash(self) -> str:
-        """sha256 of the resolved job; any change to any field changes it."""
-        return hashlib.sha256(canonical_json(self.model_dump(mode="json")).encode()).hexdigest()
+        """sha256 of the resolved job; any change to any field (or to a module's source)
+        changes it."""
+        return hashlib.sha256(canonical_json(self._resolved_dump()).encode()).hexdigest()
 
     def to_yaml(self) -> str:
         """The resolved job (every default filled in) as YAML that `parse_job` reads back."""
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+        return yaml.safe_dump(self._resolved_dump(), sort_keys=False, allow_unicode=True)
 
     def resolve(self, overrides: Mapping[str, Any], *, origin: str | None = None) -> dict[str, Any]:
         """All hyperparameters of the base config with `overrides` applied, validated.
@@ -430,17 +557,30 @@ class Job(Section):
                     error = exc.errors(include_url=False)[0]
                     path = join_path((HYPERPARAMETERS[name].section, name, *error["loc"]))
                     raise ConfigError(path, describe(error)) from None
-            if problem := hidden_rule(values["family"], values["hidden"]):
+            family, varies = values["family"], "family" in overrides or self.family_varies()
+            if family == "logistic" and varies and "hidden" not in overrides:
+                values["hidden"] = ()  # a family axis's layers are for mlp and cnn
+            for name, unused in family_settings(family).items():
+                # a base setting meant for the other families of a family axis does not apply
+                checked = name in overrides or not varies
+                if checked and (problem := unused_setting_rule(family, name, values[name])):
+                    raise ConfigError(f"model.{name}", problem)
+                values[name] = unused
+            if problem := hidden_rule(family, values["hidden"]):
                 raise ConfigError("model.hidden", problem)
             if problem := nesterov_rule(
                 values["nesterov"], values["optimizer"], values["momentum"]
             ):
                 raise ConfigError("train.nesterov", problem)
         except ConfigError as exc:
-            where = origin or "configuration " + ", ".join(
-                f"{k}={show(v)}" for k, v in overrides.items()
-            )
-            raise UserError(f"{self._source}: {where}: {exc.path}: {exc.message}") from None
-        if values["hidden"] is None:
-            values["hidden"] = DEFAULT_HIDDEN[values["family"]]
+            if origin is None:
+                origin = "configuration " + ", ".join(
+                    f"{k}={show(v)}" for k, v in overrides.items()
+                )
+            where = f"{origin}: " if origin else ""
+            raise UserError(f"{self._source}: {where}{exc.path}: {exc.message}") from None
+        if values["hidden"] is None and family != "module":
+            values["hidden"] = DEFAULT_HIDDEN[family]
+        if family == "cnn":
+            values |= {k: v for k, v in CNN_DEFAULTS.items() if values[k] is None}
         return values

@@ -39,6 +39,8 @@ from rashomon.jobs._base import (
 from rashomon.jobs._text import or_list, show
 
 __all__ = [
+    "CNN_DEFAULTS",
+    "CNN_SETTINGS",
     "DEFAULT_HIDDEN",
     "HYPERPARAMETERS",
     "OBJECTIVES",
@@ -48,14 +50,20 @@ __all__ = [
     "Sample",
     "Search",
     "column_value",
+    "family_settings",
     "hidden_rule",
     "hyperparameter_adapter",
     "nesterov_rule",
+    "unused_setting_rule",
 ]
 
 # The type of one value of each hyperparameter, shared by its base field and its grid/sample.
-Family = Literal["mlp", "logistic"]
+Family = Literal["mlp", "logistic", "cnn", "module"]
 Hidden = tuple[Annotated[int, Strict(), at.Gt(0), at.Le(MAX_INT)], ...]
+Channels = Annotated[Hidden, at.MinLen(1)]
+Kernel = PositiveInt
+Stride = PositiveInt
+Pool = PositiveInt
 Activation = Literal["relu", "tanh", "gelu"]
 Dropout = UnitHalfOpen
 Epochs = PositiveInt
@@ -67,8 +75,13 @@ Nesterov = Annotated[bool, Strict()]
 WeightDecay = NonNegative
 Schedule = Literal["constant", "cosine"]
 
-#: Hidden layers used when `model.hidden` is omitted (null): a one-layer MLP, or none for logistic.
-DEFAULT_HIDDEN: dict[str, tuple[int, ...]] = {"mlp": (64,), "logistic": ()}
+#: Hidden layers used when `model.hidden` is omitted (null): a one-layer MLP, none for logistic,
+#: and none after a cnn's convolutions (its last block feeds the output layer).
+DEFAULT_HIDDEN: dict[str, tuple[int, ...]] = {"mlp": (64,), "logistic": (), "cnn": ()}
+
+#: The cnn family's own settings, and their values when the job leaves them out.
+CNN_SETTINGS = ("channels", "kernel", "stride", "pool")
+CNN_DEFAULTS: dict[str, Any] = {"channels": (32, 32), "kernel": 5, "stride": 1, "pool": 2}
 
 
 @dataclass(frozen=True)
@@ -91,6 +104,10 @@ _HP_TABLE: dict[str, tuple[Literal["model", "train"], type, Any, bool]] = {
     "hidden": ("model", tuple, Hidden, False),
     "activation": ("model", str, Activation, False),
     "dropout": ("model", float, Dropout, True),
+    "channels": ("model", tuple, Channels, False),
+    "kernel": ("model", int, Kernel, False),
+    "stride": ("model", int, Stride, False),
+    "pool": ("model", int, Pool, False),
     "epochs": ("train", int, Epochs, False),
     "batch_size": ("train", int, BatchSize, False),
     "optimizer": ("train", str, Optimizer, False),
@@ -110,8 +127,9 @@ HYPERPARAMETERS: dict[str, Hyperparameter] = {
 
 def column_value(name: str, value: Any) -> Any:
     """A hyperparameter's value as its ``hp_<name>`` column (and an Optuna choice) holds it:
-    layer sizes as the text ``"[64, 32]"``, everything else as it is."""
-    if HYPERPARAMETERS[name].type is tuple:
+    layer sizes as the text ``"[64, 32]"``, everything else as it is (null where the model's
+    family does not use the setting)."""
+    if value is not None and HYPERPARAMETERS[name].type is tuple:
         return "[" + ", ".join(str(int(v)) for v in value) + "]"
     return value
 
@@ -152,6 +170,32 @@ def hidden_rule(family: str, hidden: tuple[int, ...] | None) -> str | None:
         )
     if family == "mlp" and not hidden:
         return "an mlp needs at least one hidden layer; use family logistic for none"
+    return None
+
+
+def family_settings(family: str) -> dict[str, Any]:
+    """The model hyperparameters that ``family`` does not use, each with the value it resolves
+    to: null (not part of the model id, an empty ``hp_`` cell), or for a module's dropout 0."""
+    unused: dict[str, Any] = {} if family == "cnn" else dict.fromkeys(CNN_SETTINGS)
+    if family == "module":
+        unused |= {"hidden": None, "activation": None, "dropout": 0.0}
+    return unused
+
+
+def unused_setting_rule(family: str, name: str, value: Any) -> str | None:
+    """What is wrong with giving ``name`` to a model of ``family`` that does not use it, or None
+    (an empty layer list and a dropout of 0 say nothing, so they are fine)."""
+    if name not in family_settings(family) or value in ((), 0.0, None):
+        return None
+    if name in CNN_SETTINGS:
+        return f"{name} is a cnn setting (got {show(value)}); remove model.{name} or use family cnn"
+    if name == "dropout":
+        return (
+            f"a module model takes no model.dropout (got {show(value)}): a dropout inside it "
+            "would not draw from each model's own order seed; set it to 0"
+        )
+    if name == "hidden":
+        return f"a module model's layers are its own (got {show(value)}); remove model.hidden"
     return None
 
 

@@ -38,9 +38,10 @@ def prepare(
     seed: int = 0,
     base_dir: Path | None = None,
     missing_values: tuple[str, ...] = (),
+    shape: tuple[int, ...] | None = None,
 ) -> PreparedDataset:
     return prepare_dataset(
-        str(source), target, groups, exclude, val, test, seed, base_dir, missing_values
+        str(source), target, groups, exclude, val, test, seed, base_dir, missing_values, shape
     )
 
 
@@ -351,6 +352,7 @@ BUILTINS = {
     "breast_cancer": (569, 2, "target"),
     "wine": (178, 3, "target"),
     "digits": (1_797, 10, "target"),
+    "mnist1d": (5_000, 10, "target"),
 }
 
 
@@ -524,3 +526,119 @@ def test_paths_and_column_names_from_data_are_escaped_in_messages(tmp_path: Path
 def test_a_file_name_too_long_for_the_file_system_is_one_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"dataset.source: cannot use .*: File name too long"):
         prepare(tmp_path / ("a" * 5000 + ".csv"))
+
+
+# --- shaped data (signals and images) and .npz files ---------------------------------------------
+
+
+def shaped_frame(n: int = 12) -> tuple[pd.DataFrame, np.ndarray]:
+    """n examples of shape [2, 3] as columns c{channel}_{position}, channel 1 on another scale."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(n, 2, 3)) * np.array([1.0, 50.0])[:, None] + np.array([0, 7.0])[:, None]
+    columns = {f"c{c}_{i}": x[:, c, i] for c in range(2) for i in range(3)}
+    return pd.DataFrame(columns | {"y": [0, 1, 2] * (n // 3)}), x
+
+
+def test_each_channel_is_standardised_over_train_examples_and_positions(tmp_path: Path) -> None:
+    frame, x = shaped_frame()
+    ds = prepare(write_csv(tmp_path, frame), shape=(2, 3))
+    train = ds.split == 0
+    expected = np.empty_like(x)
+    for channel in range(2):
+        seen = x[train, channel, :]  # one mean and one std over examples and positions
+        expected[:, channel] = (x[:, channel] - seen.mean()) / seen.std()
+    np.testing.assert_allclose(ds.features, expected.reshape(len(x), 6), rtol=1e-5, atol=1e-6)
+    assert ds.shape == (2, 3) and ds.example_shape == (2, 3) and ds.features.dtype == np.float32
+    assert ds.feature_names == tuple(frame.columns[:-1])
+    table = prepare(write_csv(tmp_path, frame))
+    assert table.shape is None and table.example_shape == (6,)
+    assert table.fingerprint != ds.fingerprint  # another preprocessing of the same bytes
+
+
+def test_a_channel_constant_on_train_is_centred_not_divided_by_zero(tmp_path: Path) -> None:
+    frame, _ = shaped_frame()
+    for i in range(3):
+        frame[f"c1_{i}"] = 4.0
+    ds = prepare(write_csv(tmp_path, frame), shape=(2, 3))
+    assert (ds.features[:, 3:] == 0).all() and np.isfinite(ds.features).all()
+
+
+def test_npz_files_read_like_the_same_values_in_a_table(tmp_path: Path) -> None:
+    frame, x = shaped_frame()
+    y = frame["y"].to_numpy()
+    np.savez(tmp_path / "images.npz", x=x, y=y)
+    from_npz = prepare("images.npz", target=None, base_dir=tmp_path)
+    from_csv = prepare(write_csv(tmp_path, frame), shape=(2, 3))
+    assert from_npz.name == "images" and from_npz.shape == (2, 3)
+    np.testing.assert_array_equal(from_npz.features, from_csv.features)
+    np.testing.assert_array_equal(from_npz.split, from_csv.split)
+    np.testing.assert_array_equal(from_npz.labels, from_csv.labels)
+    reshaped = prepare(tmp_path / "images.npz", target=None, shape=(1, 6))
+    assert reshaped.shape == (1, 6)
+    np.savez(tmp_path / "flat.npz", x=x.reshape(len(x), 6), y=y)
+    flat = prepare(tmp_path / "flat.npz", target=None)
+    assert flat.shape is None and flat.feature_names == tuple(f"x_{i}" for i in range(6))
+    np.testing.assert_allclose(flat.features.mean(axis=0)[:0], [])
+    assert prepare(tmp_path / "flat.npz", target=None, shape=(2, 3)).shape == (2, 3)
+
+
+LABELS = np.arange(6) % 2
+
+
+@pytest.mark.parametrize(
+    ("arrays", "kwargs", "expected"),
+    [
+        ({"x": np.zeros((6, 2))}, {}, r"has no array 'y' \(it has 'x'\); save it with np.savez"),
+        ({"x": np.zeros((6, 2)), "y": np.zeros(5)}, {}, r"x of shape \(6, 2\) and y of shape"),
+        ({"x": np.array([["a"]] * 6), "y": LABELS}, {}, r"x of .* holds <U1 values"),
+        ({"x": np.zeros((6, 2)), "y": LABELS}, {"target": "y"}, r"dataset.target: the labels"),
+        ({"x": np.zeros((6, 2)), "y": LABELS}, {"groups": ("a",)}, r"dataset.groups: .* arrays"),
+        ({"x": np.zeros((6, 4)), "y": LABELS}, {"shape": (1, 3)}, r"dataset.shape: \[1, 3\]"),
+    ],
+)
+def test_bad_npz_files_are_one_line_naming_the_fix(tmp_path, arrays, kwargs, expected) -> None:
+    np.savez(tmp_path / "d.npz", **arrays)
+    with pytest.raises(UserError, match=expected):
+        prepare(tmp_path / "d.npz", **({"target": None} | kwargs))
+
+
+def test_an_npz_with_a_pickled_object_array_is_refused_unread(tmp_path: Path) -> None:
+    np.savez(tmp_path / "evil.npz", x=np.array([{"a": 1}] * 4, dtype=object), y=np.zeros(4))
+    with pytest.raises(UserError, match=r"cannot read .*evil.npz as .npz \(ValueError"):
+        prepare(tmp_path / "evil.npz", target=None)
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(UserError, match=r"cannot read .*junk.npz as .npz"):
+        prepare(tmp_path / "junk.npz", target=None)
+
+
+def test_shaped_tables_must_be_complete_numbers(tmp_path: Path) -> None:
+    frame, _ = shaped_frame()
+    with pytest.raises(UserError, match=r"dataset.shape: \[2, 2\] holds 4 values .* 6 feature"):
+        prepare(write_csv(tmp_path, frame), shape=(2, 2))
+    texts = frame.assign(c0_1=["a", "b", "c"] * 4)
+    with pytest.raises(UserError, match=r"column 'c0_1' .* is not numeric"):
+        prepare(write_csv(tmp_path, texts), shape=(2, 3))
+    holes = frame.astype({"c1_2": float})
+    holes.loc[4, "c1_2"] = np.nan
+    with pytest.raises(UserError, match=r"1 missing or infinite .* row 4, column 'c1_2'"):
+        prepare(write_csv(tmp_path, holes), shape=(2, 3))
+
+
+def test_signal_and_image_builtins_keep_their_shape_and_every_pixel() -> None:
+    mnist1d = prepare("mnist1d", target=None)
+    digits = prepare("digits", target=None)
+    assert mnist1d.shape == (1, 40) and mnist1d.n_features == 40
+    assert digits.shape == (1, 8, 8) and digits.n_features == 64  # border pixels kept
+    for ds in (mnist1d, digits):
+        train = ds.features[ds.indices("train")]
+        assert abs(train.mean()) < 1e-6 and train.std() == pytest.approx(1.0, rel=1e-5)
+    assert {i.name: i.shape for i in builtin_datasets()}["mnist1d"] == (1, 40)
+
+
+def test_the_shape_is_part_of_the_model_identity() -> None:
+    identity = parse_job({"name": "x", "dataset": {"source": "digits"}}, "j").dataset.identity()
+    assert identity["shape"] == [1, 8, 8]
+    spelled = {"source": "digits", "shape": [1, 8, 8]}
+    assert parse_job({"name": "x", "dataset": spelled}, "j").dataset.identity() == identity
+    wine = parse_job({"name": "x", "dataset": {"source": "wine"}}, "j").dataset.identity()
+    assert "shape" not in wine  # tables keep the ids they had

@@ -121,6 +121,19 @@ def test_a_nested_axis_in_the_middle_takes_nothing_from_the_next_one():
         assert with_nested[axis] == pytest.approx(without[axis], rel=1e-12), axis
 
 
+def test_a_setting_null_for_some_models_is_a_level_of_its_own():
+    """A cnn setting is null for the models of the other families (hp_channels of an mlp): the
+    null models are one level, not dropped from the axis."""
+    factors = crossed(init=3, family=2, lr=2)
+    channels = np.where(factors["family"] == 0, None, "[4, 4]")
+    factors["channels"] = pd.Series(channels, dtype=object)  # the same split as family
+    probabilities = noisy_probabilities(factors, n_examples=8, seed=5)
+    shares = source_decomposition(probabilities, factors)
+    assert shares["family+channels"] == pytest.approx(
+        source_decomposition(probabilities, factors.drop(columns="channels"))["family"], rel=1e-12
+    )
+
+
 def test_chance_is_levels_minus_one_over_m_minus_one_when_balanced():
     factors = crossed(init=4, data=3, lr=2)
     assert source_decomposition_chance(factors) == pytest.approx(

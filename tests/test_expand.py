@@ -294,7 +294,11 @@ def test_model_id_is_the_hash_of_everything_that_determines_the_model() -> None:
         document = {
             "dataset": job.dataset.identity(),
             "extra": job.train.fixed_settings(),
-            "hparams": {k: list(v) if k == "hidden" else v for k, v in variant.hparams.items()},
+            "hparams": {  # the settings a family does not use (null) are not part of it
+                k: list(v) if k == "hidden" else v
+                for k, v in variant.hparams.items()
+                if v is not None
+            },
             "seeds": {
                 "init": variant.init_seed,
                 "order": variant.order_seed,
@@ -423,3 +427,21 @@ def test_ready_made_jobs_have_the_stated_counts(name: str, models: int) -> None:
         * (job.population.seeds.count)
         == models
     )
+
+
+def test_a_family_axis_keeps_the_ids_each_family_has_alone() -> None:
+    """The settings a family does not use are not part of its models' ids: the mlp models of a
+    job that also trains cnns are the models of the mlp job."""
+    alone = job_of(model={"hidden": [16]}, population={"seeds": 3})
+    axis = job_of(
+        model={"hidden": [16], "channels": [8, 8], "kernel": 3},
+        population={"seeds": 3, "grid": {"family": ["cnn", "mlp"]}},
+    )
+    variants = expand(axis)
+    mlp = [v.model_id for v in variants if v.hparams["family"] == "mlp"]
+    assert mlp == [v.model_id for v in expand(alone)]
+    cnn = [v for v in variants if v.hparams["family"] == "cnn"]
+    assert cnn[0].hparams["channels"] == (8, 8) and not set(mlp) & {v.model_id for v in cnn}
+    wider = job_of(model={"family": "cnn", "hidden": [16], "channels": [8, 16], "kernel": 3},
+                   population={"seeds": 3})  # fmt: skip
+    assert not {v.model_id for v in cnn} & {v.model_id for v in expand(wider)}

@@ -209,7 +209,23 @@ def stop_head(head: Head) -> None:
         assert gone(head, 30), f"processes of the test's Ray head survived: {processes_of(head)}"
 
 
-@pytest.fixture
+def submit(head: Head, job_dir: Path, out: Path, submission: str, n_models: int) -> None:
+    """`ray job submit --working-dir JOB_DIR -- rashomon run job.yaml`, and its success."""
+    command = [*RAY, "job", "submit", "--address", head.url, "--submission-id", submission,
+               "--working-dir", str(job_dir), "--",
+               *RASHOMON, "run", "job.yaml", "--out", str(out), "--quiet"]  # fmt: skip
+    submitted = subprocess.run(command, env=ray_env(head.root), cwd=head.root,
+                               capture_output=True, text=True, timeout=DEADLINE)  # fmt: skip
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    status, body = head.get(f"/api/jobs/{submission}")
+    assert status == 200 and json.loads(body)["status"] == "SUCCEEDED", body
+    status, body = head.get(f"/api/jobs/{submission}/logs")
+    logs = json.loads(body)["logs"]
+    summary = f"{n_models} models trained (0 diverged, 0 failed, 0 already done) of {n_models}"
+    assert status == 200 and summary in logs, logs
+
+
+@pytest.fixture(scope="module")
 def head() -> Iterator[Head]:
     root = Path(tempfile.mkdtemp(prefix="rj-", dir="/tmp"))  # Unix socket paths: < 108 chars
     try:
@@ -231,19 +247,7 @@ def test_ray_job_submit_trains_every_model_once_on_the_cluster(head, capsys):
     job_dir.mkdir()
     (job_dir / "job.yaml").write_text(textwrap.dedent(JOB))
     out = head.root / "out"
-
-    command = [*RAY, "job", "submit", "--address", head.url, "--submission-id", "rashomon",
-               "--working-dir", str(job_dir), "--",
-               *RASHOMON, "run", "job.yaml", "--out", str(out), "--quiet"]  # fmt: skip
-    submitted = subprocess.run(command, env=ray_env(head.root), cwd=head.root,
-                               capture_output=True, text=True, timeout=DEADLINE)  # fmt: skip
-    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
-    status, body = head.get("/api/jobs/rashomon")
-    assert status == 200 and json.loads(body)["status"] == "SUCCEEDED", body
-    status, body = head.get("/api/jobs/rashomon/logs")
-    logs = json.loads(body)["logs"]
-    summary = f"{N_MODELS} models trained (0 diverged, 0 failed, 0 already done) of {N_MODELS}"
-    assert status == 200 and summary in logs, logs
+    submit(head, job_dir, out, "rashomon", N_MODELS)
 
     assert main(["status", str(out)]) == 0
     text = capsys.readouterr().out
@@ -259,3 +263,28 @@ def test_ray_job_submit_trains_every_model_once_on_the_cluster(head, capsys):
         "test": expected,
         "val": expected,
     }
+
+
+MODULE_JOB = """
+name: submitted-module
+dataset: {source: digits}
+model: {family: module, module: "my_models:SmallResNet", kwargs: {width: 4, blocks: 1}}
+train: {epochs: 1, batch_size: 64, optimizer: adam, lr: 0.003}
+population: {seeds: {init: 2}}
+resources: {cpus_per_worker: 1, models_per_pack: 1}
+flatness: {enabled: false}
+"""
+
+
+def test_ray_job_submit_ships_a_users_module_with_the_working_dir(head):
+    """The user's module exists only in the uploaded working dir: the driver and every worker
+    import it from there."""
+    job_dir = head.root / "module-job"
+    job_dir.mkdir()
+    shutil.copy(Path(__file__).resolve().parents[1] / "examples" / "my_models.py", job_dir)
+    (job_dir / "job.yaml").write_text(textwrap.dedent(MODULE_JOB))
+    out = head.root / "module-out"
+    submit(head, job_dir, out, "rashomon-module", 2)
+    models = pd.read_parquet(out / "models")
+    assert len(models) == 2 and set(models["status"]) == {"ok"}
+    assert models["pack_id"].nunique() == 2  # one model per pack

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -152,7 +153,7 @@ def test_misc_accepted_values() -> None:
 
 def test_hyperparameter_table() -> None:
     assert list(HYPERPARAMETERS) == [
-        *("family", "hidden", "activation", "dropout"),
+        *("family", "hidden", "activation", "dropout", "channels", "kernel", "stride", "pool"),
         *("epochs", "batch_size", "optimizer", "lr", "momentum", "nesterov"),
         *("weight_decay", "schedule"),
     ]
@@ -406,10 +407,6 @@ def test_bad_search_names_the_key(document: dict[str, Any], expected: str) -> No
             "population.grid.optimizer[1] = 'adam': train.nesterov: nesterov needs optimizer 'sgd'",
         ),
         (
-            {"model": {"hidden": [32]}, "population": {"grid": {"family": ["mlp", "logistic"]}}},
-            "population.grid.family[1] = 'logistic': model.hidden: a logistic model",
-        ),
-        (
             {"population": {"grid": {"family": ["logistic"], "hidden": [[], [8]]}}},
             "population.grid.hidden[1] = [8]",
         ),
@@ -434,6 +431,68 @@ def test_family_grid_uses_each_familys_default_layers() -> None:
     job = parse(minimal(population={"grid": {"family": ["mlp", "logistic"]}}))
     assert job.resolve({"family": "logistic"})["hidden"] == ()
     assert job.resolve({"family": "mlp"})["hidden"] == (64,)
+
+
+def test_a_family_axis_gives_each_family_the_base_settings_it_uses() -> None:
+    """The base hidden layers are for the families with hidden layers, the cnn settings for cnn;
+    logistic takes neither. Fixed to one family, a setting it does not use is an error."""
+    model = {"hidden": [32], "channels": [8, 8], "kernel": 3}
+    job = parse(minimal(model=model, population={"grid": {"family": ["logistic", "mlp", "cnn"]}}))
+    cnn = {"channels": (8, 8), "kernel": 3, "stride": 1, "pool": 2}
+    expected = {
+        "logistic": {"hidden": ()} | dict.fromkeys(cnn),
+        "mlp": {"hidden": (32,)} | dict.fromkeys(cnn),
+        "cnn": {"hidden": (32,)} | cnn,
+    }
+    for family, values in expected.items():
+        resolved = job.resolve({"family": family})
+        assert {k: resolved[k] for k in values} == values, family
+    assert parse(minimal(model={"family": "cnn"})).resolve({})["channels"] == (32, 32)
+    assert "model.channels: channels is a cnn setting" in error_of(minimal(model=model))
+    grid = {"family": ["mlp", "logistic"], "hidden": [[8], [16]]}
+    assert "population.grid.family[1] = 'logistic'" in error_of(minimal(population={"grid": grid}))
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        ({"family": "module"}, "model.module: family module needs the class"),
+        ({"family": "module", "module": "my_models.Net"}, 'expected "package.module:ClassName"'),
+        ({"module": "my_models:Net"}, "model.module: only family module uses it"),
+        ({"kwargs": {"width": 2}}, "model.kwargs: only with model.module"),
+        (
+            {"family": "module", "module": "m:Net", "kwargs": {"n_classes": 2}},
+            "model.kwargs: n_classes is passed by rashomon",
+        ),
+        (
+            {"family": "module", "module": "m:Net", "kwargs": {"a b": 2}},
+            "model.kwargs: 'a b' is not a Python keyword argument name",
+        ),
+        ({"family": "module", "module": "m:Net", "dropout": 0.1}, "model.dropout: a module model"),
+        ({"family": "module", "module": "m:Net", "hidden": [8]}, "model.hidden: a module model"),
+        ({"family": "cnn", "channels": []}, "model.channels: must not be empty"),
+        ({"family": "cnn", "kernel": 0}, "model.kernel: must be >= 1"),
+    ],
+)
+def test_bad_module_and_cnn_settings_name_the_key(model: dict[str, Any], expected: str) -> None:
+    assert expected in error_of(minimal(model=model))
+
+
+def test_module_jobs_record_and_pin_the_source_hash(tmp_path: Path) -> None:
+    (tmp_path / "nets.py").write_text("class Net:\n    pass\n")
+    model = {"family": "module", "module": "nets:Net", "kwargs": {"width": 4}}
+    job = parse_job(minimal(model=model), str(tmp_path / "job.yaml"))
+    sha256 = hashlib.sha256((tmp_path / "nets.py").read_bytes()).hexdigest()
+    recorded = yaml.safe_load(job.to_yaml())["model"]
+    assert recorded["source_sha256"] == sha256 and recorded["kwargs"] == {"width": 4}
+    again = parse_job(yaml.safe_load(job.to_yaml()), str(tmp_path / "job.yaml"))
+    assert again.job_hash == job.job_hash
+    (tmp_path / "nets.py").write_text("class Net:\n    width = 2\n")
+    edited = parse_job(minimal(model=model), str(tmp_path / "job.yaml"))
+    assert edited.job_hash != job.job_hash
+    pinned = parse_job(yaml.safe_load(job.to_yaml()), str(tmp_path / "job.yaml"))
+    with pytest.raises(UserError, match=r"model.source_sha256: .*nets.py has sha256"):
+        pinned.module_reference()
 
 
 def test_resolve_rejects_bad_overrides() -> None:

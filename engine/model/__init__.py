@@ -1,11 +1,21 @@
 """One pack's computation, in torch alone: no Ray, no files.
 
 A pack is a set of models with the same architecture and training schedule, trained as one batched
-computation (`train_pack`), evaluated, and measured for the flat-minima statistics. Everything
+computation (`train_pack`), evaluated, and measured for the flat-minima statistics. What the models
+are is their family (`build_family`): the dense mlp and logistic, the convolutional cnn, or a
+user's own ``torch.nn.Module``. Everything
 here is a pure function of its inputs, which is what lets the layers above schedule packs
 anywhere and retry them freely.
 """
 
+from rashomon.engine.model._build import (
+    Family,
+    build_family,
+    family_from_description,
+    family_from_weights,
+    weights_metadata,
+)
+from rashomon.engine.model._cnn import ConvFamily, ConvNet
 from rashomon.engine.model._device import (
     DEVICE_MEMORY_FRACTION,
     device_slice,
@@ -14,6 +24,7 @@ from rashomon.engine.model._device import (
 )
 from rashomon.engine.model._families import Architecture, forward, init_parameters
 from rashomon.engine.model._flatness import FlatnessSettings, curvature_rows, flatness_statistics
+from rashomon.engine.model._generic import ModuleFamily
 from rashomon.engine.model._memory import keep_freed_memory
 from rashomon.engine.model._pack import (
     DTYPES,
@@ -30,13 +41,20 @@ __all__ = [
     "DTYPES",
     "EVALUATION_CHUNK",
     "Architecture",
+    "ConvFamily",
+    "ConvNet",
+    "Family",
     "FlatnessSettings",
     "ModelSpec",
+    "ModuleFamily",
     "PackResult",
     "PackSettings",
     "TrainingData",
+    "build_family",
     "curvature_rows",
     "device_slice",
+    "family_from_description",
+    "family_from_weights",
     "flatness_statistics",
     "forward",
     "init_parameters",
@@ -46,4 +64,5 @@ __all__ = [
     "pack_flatness",
     "train_pack",
     "training_rows",
+    "weights_metadata",
 ]

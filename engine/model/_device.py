@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from rashomon.engine.model._build import build_family
 from rashomon.engine.model._families import Architecture
 from rashomon.engine.model._flatness import FlatnessSettings
 from rashomon.engine.model._pack import EVALUATION_CHUNK, PackSettings, TrainingData
@@ -24,22 +25,24 @@ def model_memory_bytes(
     n_classes: int,
     n_train: int,
     flatness: FlatnessSettings | None = None,
+    in_shape: tuple[int, ...] | None = None,
 ) -> int:
     """A generous estimate of the device memory one model of a pack needs at its peak.
 
     Weights, their initial copy, gradients, optimizer moments and a spare are six copies of the
     parameters; a step holds the forward and backward activations of its minibatch, and every
     model its own training rows. Flatness adds the Hutchinson and adaptive probes with their
-    Hessian products; its activations are chunked to a fixed total (``max_elements``)."""
-    arch = Architecture(n_features, settings.hidden, n_classes)
+    Hessian products; its activations are chunked to a fixed total (``max_elements``). A layer's
+    width is what one example's activations hold (every layer output of an nn.Module family)."""
+    family = build_family(settings, in_shape or (n_features,), n_classes)
     item = 8 if settings.dtype == "float64" else 4
-    width = sum(arch.widths)
-    state = 6 * arch.n_parameters * item
+    width = sum(family.widths) if isinstance(family, Architecture) else family.activation_total
+    state = 6 * family.n_parameters * item
     activations = 4 * max(settings.batch_size, EVALUATION_CHUNK // 4) * width * item
     peak = state + activations + 8 * n_train
     if flatness is not None:
         probes = flatness.trace_probes + flatness.adaptive_probes
-        peak += 3 * probes * arch.n_parameters * item
+        peak += 3 * probes * family.n_parameters * item
     return peak
 
 
@@ -57,6 +60,6 @@ def device_slice(
     free, _ = torch.cuda.mem_get_info(data.features.device)
     n_train = len(data.split_indices["train"])
     per_model = model_memory_bytes(
-        settings, data.features.shape[1], data.n_classes, n_train, flatness
+        settings, data.features.shape[1], data.n_classes, n_train, flatness, data.example_shape
     )
     return models_fitting(free, per_model)

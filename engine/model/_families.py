@@ -1,4 +1,4 @@
-"""Model families as stacked, batched computations over a pack of models.
+"""The dense families (mlp, logistic) as stacked, hand-written batched computations.
 
 A pack of M models with the same architecture is held as one tensor per layer with a leading
 model axis — weights ``(M, fan_in, fan_out)``, biases ``(M, 1, fan_out)`` — so one ``baddbmm`` runs
@@ -28,31 +28,89 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 
 @dataclass(frozen=True)
 class Architecture:
-    """Layer widths shared by every model of a pack; ``logistic`` is an MLP with no hidden layer."""
+    """The dense families (mlp, logistic): layer widths shared by every model of a pack, and the
+    hand-written batched computation of them; ``logistic`` is an MLP with no hidden layer."""
 
     n_features: int
     hidden: tuple[int, ...]
     n_classes: int
     activation: str = "relu"
 
-    @classmethod
-    def from_hparams(cls, hparams, n_features: int, n_classes: int) -> Architecture:
-        hidden = tuple(hparams["hidden"]) if hparams["family"] == "mlp" else ()
-        return cls(n_features, hidden, n_classes, hparams["activation"])
+    hessian_method = "analytic"  # the R-operator of `MLPHessian`
 
     @property
     def widths(self) -> tuple[int, ...]:
         return (self.n_features, *self.hidden, self.n_classes)
 
     @property
+    def in_shape(self) -> tuple[int, ...]:
+        return (self.n_features,)
+
+    @property
     def n_parameters(self) -> int:
         w = self.widths
         return sum((a + 1) * b for a, b in pairwise(w))
+
+    @property
+    def forward_flops(self) -> float:
+        return 2.0 * sum(a * b for a, b in pairwise(self.widths))
+
+    @property
+    def activation_elements(self) -> int:
+        return max(self.widths)
+
+    @property
+    def dropout_widths(self) -> tuple[int, ...]:
+        return self.hidden
 
     def parameter_names(self) -> list[str]:
         return [
             f"layers.{i}.{kind}" for i in range(len(self.widths) - 1) for kind in ("weight", "bias")
         ]
+
+    def buffer_names(self) -> list[str]:
+        return []
+
+    def description(self) -> dict:
+        return {
+            "family": "mlp" if self.hidden else "logistic",
+            "n_features": self.n_features,
+            "hidden": list(self.hidden),
+            "n_classes": self.n_classes,
+            "activation": self.activation,
+        }
+
+    def init(
+        self, init_seeds: Sequence[int], dtype: torch.dtype, device: torch.device | str
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        return init_parameters(self, init_seeds, dtype, device), []
+
+    def forward(
+        self,
+        params: Sequence[torch.Tensor],
+        inputs: torch.Tensor,
+        dropout_masks: Sequence[torch.Tensor] | None = None,
+        buffers: Sequence[torch.Tensor] | None = None,
+        train: bool = False,
+    ) -> torch.Tensor:
+        return forward(self, params, inputs, dropout_masks)
+
+    def per_example_squared_norms(
+        self,
+        params: Sequence[torch.Tensor],
+        buffers: Sequence[torch.Tensor],
+        inputs: torch.Tensor,
+        directions: torch.Tensor,
+    ) -> torch.Tensor:
+        """(M, n, D, classes) directions -> (M, n, D), as `ModuleFamily`'s, from
+        `per_example_gradient_norms` (no per-example gradient is formed)."""
+        return torch.stack(
+            [
+                per_example_gradient_norms(self, params, inputs, directions[:, :, d].contiguous())
+                for d in range(directions.shape[2])
+            ],
+            dim=2,
+        )
 
 
 def init_parameters(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,8 +23,10 @@ import torch.nn.functional as F
 from torch.func import grad, jvp, vjp, vmap
 
 from rashomon.engine.model import _random
-from rashomon.engine.model._families import Architecture, forward, per_example_gradient_norms
 from rashomon.engine.model._second_order import MLPHessian
+
+if TYPE_CHECKING:
+    from rashomon.engine.model._build import Family
 
 CURVATURE = "curvature"
 PROBES = "probes"
@@ -61,16 +64,20 @@ def curvature_rows(train_indices: torch.Tensor, settings: FlatnessSettings) -> t
 
 
 def flatness_statistics(
-    arch: Architecture,
+    family: Family,
     params: Sequence[torch.Tensor],
     initial: Sequence[torch.Tensor],
     inputs: torch.Tensor,
     labels: torch.Tensor,
     settings: FlatnessSettings,
+    buffers: Sequence[torch.Tensor] = (),
 ) -> dict[str, np.ndarray]:
-    """Every column of SPEC §8 for each model of the pack, as float64 arrays of shape (M,)."""
+    """Every column of SPEC §8 for each model of the pack, as float64 arrays of shape (M,).
+
+    The derivatives are with respect to the parameters; buffers (BatchNorm's running
+    statistics) are held fixed, as in eval mode."""
     params = [p.detach() for p in params]
-    problem = _Problem(arch, params, inputs, labels, settings)
+    problem = _Problem(family, params, inputs, labels, settings, buffers=buffers)
     loss = problem.losses(params)
     gradient = problem.gradient(params)
     trace, trace_se = problem.hutchinson(_rademacher(params, settings, 0, settings.trace_probes))
@@ -79,7 +86,7 @@ def flatness_statistics(
         [p.abs() * z for p, z in zip(params, adaptive_probes, strict=True)]
     )
     ones = [torch.ones_like(p) for p in params]
-    asam_scale = _asam_scale(params, settings.asam_eta)
+    asam_scale = _asam_scale(params, family.parameter_names(), settings.asam_eta)
     stats = {
         "grad_norm": _norm(gradient),
         "hessian_trace": trace,
@@ -102,21 +109,32 @@ class _Problem:
     ``method`` picks how Hessian-vector products are formed: ``"analytic"`` is the R-operator of
     the MLP family (`MLPHessian`, the fast path); ``"forward-over-reverse"`` and
     ``"reverse-over-reverse"`` are ``torch.func`` transforms that work for any differentiable
-    family — the first falls back to the second when an operation has no forward-mode rule.
+    family — the first falls back to the second when an operation has no forward-mode rule. The
+    default is the family's own (``hessian_method``).
     """
 
     def __init__(
-        self, arch, params, inputs, labels, settings: FlatnessSettings, method: str = "analytic"
+        self,
+        family: Family,
+        params,
+        inputs,
+        labels,
+        settings: FlatnessSettings,
+        method: str | None = None,
+        buffers: Sequence[torch.Tensor] = (),
     ) -> None:
-        self.arch, self.params, self.settings = arch, params, settings
+        self.family, self.params, self.settings = family, params, settings
         self.inputs, self.labels = inputs, labels
+        self.buffers = list(buffers)
         self.n_models = len(params[0])
-        self.method = method
+        self.method = method or family.hessian_method
         self._analytic: MLPHessian | None = None
 
-    def losses(self, params: Parameters) -> torch.Tensor:
-        """Mean cross-entropy of each model, (M,)."""
-        logits = forward(self.arch, params, self.inputs)
+    def losses(self, params: Parameters, buffers: Parameters | None = None) -> torch.Tensor:
+        """Mean cross-entropy of each model, (M,) (``buffers``: the pack's, unless given for a
+        batch of other models)."""
+        buffers = self.buffers if buffers is None else buffers
+        logits = self.family.forward(params, self.inputs, buffers=buffers)
         labels = self.labels.expand(len(params[0]), -1)
         return F.cross_entropy(logits.transpose(1, 2), labels, reduction="none").mean(dim=1)
 
@@ -139,7 +157,7 @@ class _Problem:
     def _products(self, probes: Parameters) -> Parameters:
         if self.method == "analytic":
             if self._analytic is None:
-                self._analytic = MLPHessian(self.arch, self.params, self.inputs, self.labels)
+                self._analytic = MLPHessian(self.family, self.params, self.inputs, self.labels)
             return self._analytic.products(probes)
         transform = _TRANSFORMS[self.method]
         try:
@@ -175,8 +193,9 @@ class _Problem:
         for step in range(settings.eig_iterations):
             if rows is None or not torch.equal(rows, active.nonzero().squeeze(1)):
                 rows = active.nonzero().squeeze(1)
-                sub = _Problem(self.arch, [p[rows] for p in self.params], self.inputs,
-                               self.labels, settings, self.method)  # fmt: skip
+                sub = _Problem(self.family, [p[rows] for p in self.params], self.inputs,
+                               self.labels, settings, self.method,
+                               [b[rows] for b in self.buffers])  # fmt: skip
             product = [torch.zeros_like(v) for v in vector]
             computed = sub.hessian_products([v[rows].unsqueeze(0) for v in vector])
             for full, part in zip(product, computed, strict=True):
@@ -206,16 +225,33 @@ class _Problem:
         return estimate
 
     def fisher_trace(self) -> torch.Tensor:
-        """Exact trace of the Fisher (= Gauss–Newton) matrix: (1/n) Σ_x Σ_k p_k ‖∇ log p_k(x)‖²."""
+        """Exact trace of the Fisher (= Gauss–Newton) matrix: (1/n) Σ_x Σ_k p_k ‖∇ log p_k(x)‖²,
+        from per-example gradient norms, in chunks of examples that bound their memory."""
         with torch.no_grad():
-            logits = forward(self.arch, self.params, self.inputs)
+            logits = self.family.forward(self.params, self.inputs, buffers=self.buffers)
             probs = torch.softmax(logits, dim=-1)
+            n_classes = probs.shape[-1]
+            eye = torch.eye(n_classes, dtype=probs.dtype, device=probs.device)
+            directions = eye - probs.unsqueeze(-2)  # row k: ∂ log p_k / ∂ logits
+            per_example = self.n_models * n_classes * self.family.n_parameters
+            chunk = max(1, self.settings.max_elements // per_example)
+            if self.method == "analytic":  # no per-example gradient is formed
+                chunk = len(self.inputs)
+            norms = torch.cat(
+                [
+                    self.family.per_example_squared_norms(
+                        self.params,
+                        self.buffers,
+                        self.inputs[start : start + chunk],
+                        directions[:, start : start + chunk],
+                    )
+                    for start in range(0, len(self.inputs), chunk)
+                ],
+                dim=1,
+            )
             total = torch.zeros_like(probs[..., 0])
-            eye = torch.eye(self.arch.n_classes, dtype=probs.dtype, device=probs.device)
-            for k in range(self.arch.n_classes):
-                direction = eye[k] - probs  # ∂ log p_k / ∂ logits
-                norms = per_example_gradient_norms(self.arch, self.params, self.inputs, direction)
-                total += probs[..., k] * norms
+            for k in range(n_classes):
+                total += probs[..., k] * norms[..., k]
         return total.mean(dim=1)
 
     def ascent_loss(self, gradient: Parameters, scale: Parameters, rho: float) -> torch.Tensor:
@@ -249,11 +285,13 @@ class _Problem:
                     (p * (1 + _per_pair(signs, e[start : start + count]))).flatten(0, 2)
                     for p, e in zip(self.params, noise, strict=True)
                 ]
-                losses.append(self.losses(moved).view(2, count, self.n_models).mean(dim=0))
+                tiled = [b.expand(2, count, *b.shape).flatten(0, 2) for b in self.buffers]
+                moved_losses = self.losses(moved, tiled)
+                losses.append(moved_losses.view(2, count, self.n_models).mean(dim=0))
         return torch.cat(losses)
 
     def _elements_per_probe(self) -> int:
-        return self.n_models * len(self.inputs) * max(self.arch.widths)
+        return self.n_models * len(self.inputs) * self.family.activation_elements
 
 
 def _per_pair(signs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -287,9 +325,13 @@ def _rademacher(
     return probes
 
 
-def _asam_scale(params: Parameters, eta: float) -> Parameters:
-    """T = |w| + η on weights, 1 on biases (Kwon et al. 2021)."""
-    return [p.abs() + eta if i % 2 == 0 else torch.ones_like(p) for i, p in enumerate(params)]
+def _asam_scale(params: Parameters, names: Sequence[str], eta: float) -> Parameters:
+    """T = |w| + η on the tensors named ``…weight`` (layers' weights, and norms' scales), 1 on
+    the rest (biases) (Kwon et al. 2021)."""
+    return [
+        p.abs() + eta if name.endswith("weight") else torch.ones_like(p)
+        for name, p in zip(names, params, strict=True)
+    ]
 
 
 def _dot(a: Parameters, b: Parameters, lead: int = 1) -> torch.Tensor:

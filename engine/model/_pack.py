@@ -9,21 +9,24 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from rashomon.jobs import SPLITS
+from rashomon.jobs import SPLITS, ModuleRef
 
 PER_MODEL_HPARAMS = ("lr", "momentum", "weight_decay", "dropout")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 EVALUATION_CHUNK = 1024  # examples per batched forward pass when a pack is evaluated
+EVALUATION_ELEMENTS = 1 << 20  # activations of one such pass of an nn.Module family: cache-sized
 
 
 @dataclass(frozen=True)
 class TrainingData:
-    """The prepared dataset as tensors on the trainer's device, shared by every pack."""
+    """The prepared dataset as tensors on the trainer's device, shared by every pack. Features
+    stay flat, (N, d); a family that wants shaped examples reshapes them to ``shape``."""
 
     features: torch.Tensor  # (N, d)
     labels: torch.Tensor  # (N,) int64
     split_indices: Mapping[str, torch.Tensor]  # split -> sorted row indices
     n_classes: int
+    shape: tuple[int, ...] | None = None  # one example's (C, L) or (C, H, W); None: a table
 
     @classmethod
     def from_arrays(
@@ -34,6 +37,7 @@ class TrainingData:
         n_classes: int,
         dtype: torch.dtype = torch.float32,
         device: torch.device | str = "cpu",
+        shape: tuple[int, ...] | None = None,
     ) -> TrainingData:
         indices = {name: np.flatnonzero(split == code) for code, name in enumerate(SPLITS)}
         return cls(
@@ -41,7 +45,12 @@ class TrainingData:
             labels=torch.as_tensor(np.array(labels), dtype=torch.int64, device=device),
             split_indices={k: torch.as_tensor(v, device=device) for k, v in indices.items()},
             n_classes=n_classes,
+            shape=None if shape is None else tuple(shape),
         )
+
+    @property
+    def example_shape(self) -> tuple[int, ...]:
+        return self.shape or (int(self.features.shape[1]),)
 
 
 @dataclass(frozen=True)
@@ -59,6 +68,11 @@ class PackSettings:
     betas: tuple[float, float]
     eps: float
     dtype: str
+    channels: tuple[int, ...] = ()  # cnn only, like kernel, stride and pool
+    kernel: int = 0
+    stride: int = 0
+    pool: int = 0
+    module: ModuleRef | None = None  # the user's class of a module pack
 
 
 @dataclass(frozen=True)
@@ -79,5 +93,5 @@ class PackResult:
     status: list[str]  # "ok" | "diverged", per model
     metrics: dict[str, np.ndarray]  # "{split}_loss", "{split}_acc" -> (M,) float64
     probabilities: dict[str, np.ndarray]  # split -> (M, n_split, C) float32
-    parameters: dict[str, torch.Tensor]  # final stacked parameters, on CPU
+    parameters: dict[str, torch.Tensor]  # final stacked parameters and buffers, on CPU
     seconds: float

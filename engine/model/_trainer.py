@@ -3,8 +3,9 @@
 A pack is a set of models that share their architecture, batch size, epochs, optimizer kind and
 schedule; everything else — init, order and data seeds, learning rate, momentum, weight decay,
 dropout — is per model. Each step gathers every model's own minibatch into one ``(M, batch,
-features)`` tensor, runs all models with batched matmuls and back-propagates the sum of their
-losses, whose gradient with respect to each model's parameters is that model's own gradient.
+features)`` tensor, runs all models batched (their family's forward: batched matmuls, grouped
+convolutions or ``vmap`` of a module) and back-propagates the sum of their losses, whose gradient
+with respect to each model's parameters is that model's own gradient.
 Nothing in a step mixes models, so a model's result does not depend on its pack-mates: in float64
 it matches the model trained alone, and a model that diverges is frozen without touching the rest.
 
@@ -26,12 +27,14 @@ import torch
 import torch.nn.functional as F
 
 from rashomon.engine.model import _random
-from rashomon.engine.model._families import Architecture, forward, init_parameters
+from rashomon.engine.model._build import Family, build_family
+from rashomon.engine.model._families import Architecture
 from rashomon.engine.model._flatness import FlatnessSettings, curvature_rows, flatness_statistics
 from rashomon.engine.model._optim import BatchedOptimizer
 from rashomon.engine.model._pack import (
     DTYPES,
     EVALUATION_CHUNK,
+    EVALUATION_ELEMENTS,
     PER_MODEL_HPARAMS,
     ModelSpec,
     PackResult,
@@ -83,13 +86,8 @@ def _train_slice(
 ) -> PackResult:
     start = time.perf_counter()
     device, dtype = data.features.device, DTYPES[settings.dtype]
-    arch = Architecture(
-        data.features.shape[1],
-        settings.hidden if settings.family == "mlp" else (),
-        data.n_classes,
-        settings.activation,
-    )
-    params = init_parameters(arch, [m.init_seed for m in models], dtype, device)
+    family = build_family(settings, data.example_shape, data.n_classes)
+    params, buffers = family.init([m.init_seed for m in models], dtype, device)
     initial = [p.clone() for p in params]
     per_model = {
         name: torch.tensor([getattr(m, name) for m in models], dtype=dtype, device=device)
@@ -105,28 +103,29 @@ def _train_slice(
         betas=settings.betas,
         eps=settings.eps,
     )
-    alive = _fit(settings, arch, models, data, params, optimizer, per_model["dropout"])
-    metrics, probabilities = _evaluate(arch, params, data, prediction_splits)
-    alive &= _all_finite(params, metrics, probabilities)
+    alive = _fit(settings, family, models, data, params, buffers, optimizer, per_model["dropout"])
+    metrics, probabilities = _evaluate(family, params, buffers, data, prediction_splits)
+    alive &= _all_finite([*params, *buffers], metrics, probabilities)
     if flatness is not None:
-        metrics |= pack_flatness(arch, params, initial, alive, data, flatness)
-    names = arch.parameter_names()
+        metrics |= pack_flatness(family, params, initial, alive, data, flatness, buffers)
+    names = family.parameter_names() + family.buffer_names()
     return PackResult(
         status=["ok" if a else "diverged" for a in alive.tolist()],
         metrics=metrics,
         probabilities=probabilities,
-        parameters={n: p.detach().cpu() for n, p in zip(names, params, strict=True)},
+        parameters={n: p.detach().cpu() for n, p in zip(names, [*params, *buffers], strict=True)},
         seconds=time.perf_counter() - start,
     )
 
 
 def pack_flatness(
-    arch: Architecture,
+    family: Family,
     params: Sequence[torch.Tensor],
     initial: Sequence[torch.Tensor],
     alive: torch.Tensor,
     data: TrainingData,
     settings: FlatnessSettings,
+    buffers: Sequence[torch.Tensor] = (),
 ) -> dict[str, np.ndarray]:
     """SPEC §8 statistics of the models that did not diverge (NaN for the others)."""
     rows = curvature_rows(data.split_indices["train"], settings)
@@ -134,12 +133,13 @@ def pack_flatness(
     stats = {name: np.full(len(alive), np.nan) for name in FLATNESS_COLUMNS}
     if len(keep):
         found = flatness_statistics(
-            arch,
+            family,
             [p[keep] for p in params],
             [p[keep] for p in initial],
             data.features[rows],
             data.labels[rows],
             settings,
+            [b[keep] for b in buffers],
         )
         for name, values in found.items():
             stats[name][keep.cpu().numpy()] = values
@@ -175,28 +175,31 @@ def _lr_factor(schedule: str, step: int, total_steps: int) -> float:
     return 1.0
 
 
-def _dropout_masks(arch, models, generators, dropout, batch, dtype, device):
+def _dropout_masks(widths, generators, dropout, batch, dtype, device):
     """One scaled mask per hidden layer, drawn from each model's own order-seeded stream.
 
     The uniforms come from NumPy's PCG64, which draws float32 several times faster than torch's
     CPU Mersenne Twister; at ~10^6 draws per step that is most of a dropout pack's overhead."""
     keep = (1.0 - dropout).view(-1, 1, 1)
     masks = []
-    for width in arch.hidden:
+    for width in widths:
         uniform = np.stack([g.random((batch, width), dtype=np.float32) for g in generators])
         uniform = torch.from_numpy(uniform).to(device=device, dtype=dtype)
         masks.append((uniform < keep).to(dtype) / keep)
     return masks
 
 
-def _fit(settings, arch, models, data, params, optimizer, dropout) -> torch.Tensor:
+def _fit(settings, family, models, data, params, buffers, optimizer, dropout) -> torch.Tensor:
+    """Train in place; returns which models are alive. A diverged model keeps the buffers it had
+    before the step that diverged it, as it keeps its parameters."""
     device, dtype = data.features.device, data.features.dtype
     rows = training_rows(models, data.split_indices["train"])
     n_models, n_train = rows.shape
+    n_features = data.features.shape[1]
     batch = settings.batch_size
     steps_per_epoch = math.ceil(n_train / batch)
     total_steps = settings.epochs * steps_per_epoch
-    use_dropout = bool((dropout > 0).any()) and bool(arch.hidden)
+    use_dropout = bool((dropout > 0).any()) and bool(family.dropout_widths)
     dropout_generators = [_random.numpy_generator(_random.DROPOUT, m.order_seed) for m in models]
     alive = torch.ones(n_models, dtype=torch.bool, device=device)
     for p in params:
@@ -207,21 +210,29 @@ def _fit(settings, arch, models, data, params, optimizer, dropout) -> torch.Tens
         for start in range(0, n_train, batch):
             batch_rows = order[:, start : start + batch]
             inputs = data.features.index_select(0, batch_rows.reshape(-1))
-            inputs = inputs.view(n_models, -1, arch.n_features)
+            inputs = inputs.view(n_models, -1, n_features)
             targets = data.labels.index_select(0, batch_rows.reshape(-1))
             masks = None
             if use_dropout:
                 masks = _dropout_masks(
-                    arch, models, dropout_generators, dropout, inputs.shape[1], dtype, device
+                    family.dropout_widths,
+                    dropout_generators,
+                    dropout,
+                    inputs.shape[1],
+                    dtype,
+                    device,
                 )
-            logits = forward(arch, params, inputs, masks)
+            before = [b.clone() for b in buffers]
+            logits = family.forward(params, inputs, masks, buffers, train=True)
             losses = (
-                F.cross_entropy(logits.reshape(-1, arch.n_classes), targets, reduction="none")
+                F.cross_entropy(logits.reshape(-1, data.n_classes), targets, reduction="none")
                 .view(n_models, -1)
                 .mean(dim=1)
             )
             grads = torch.autograd.grad(losses.sum(), params)
             alive &= torch.isfinite(losses)
+            for buffer, old in zip(buffers, before, strict=True):
+                buffer.copy_(torch.where(_per_model(alive, buffer), buffer, old))
             with torch.no_grad():
                 optimizer.step(
                     params, grads, _lr_factor(settings.schedule, step, total_steps), alive
@@ -232,13 +243,17 @@ def _fit(settings, arch, models, data, params, optimizer, dropout) -> torch.Tens
     return alive
 
 
+def _per_model(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return values.view(-1, *([1] * (like.dim() - 1)))
+
+
 def _all_finite(
-    params: Sequence[torch.Tensor],
+    tensors: Sequence[torch.Tensor],
     metrics: dict[str, np.ndarray],
     probabilities: dict[str, np.ndarray],
 ) -> torch.Tensor:
-    """(M,) bool: every parameter, loss and stored probability of the model is finite."""
-    finite = torch.stack([p.isfinite().flatten(1).all(dim=1) for p in params]).all(dim=0)
+    """(M,) bool: every parameter, buffer, loss and stored probability of the model is finite."""
+    finite = torch.stack([t.isfinite().reshape(len(t), -1).all(dim=1) for t in tensors]).all(0)
     checks = [np.isfinite(values) for name, values in metrics.items() if name.endswith("_loss")]
     checks += [
         np.isfinite(probs).reshape(len(probs), -1).all(axis=1) for probs in probabilities.values()
@@ -246,16 +261,26 @@ def _all_finite(
     return finite & torch.as_tensor(np.logical_and.reduce(checks), device=finite.device)
 
 
+def evaluation_chunk(family: Family, n_models: int) -> int:
+    """Examples per batched evaluation pass: `EVALUATION_CHUNK`, fewer where the pack's
+    activations would pass `EVALUATION_ELEMENTS` (a pack of convolutional models)."""
+    if isinstance(family, Architecture):
+        return EVALUATION_CHUNK
+    per_example = n_models * family.activation_elements
+    return max(1, min(EVALUATION_CHUNK, EVALUATION_ELEMENTS // per_example))
+
+
 @torch.no_grad()
-def _evaluate(arch, params, data, prediction_splits, chunk: int = EVALUATION_CHUNK):
+def _evaluate(family, params, buffers, data, prediction_splits):
     metrics: dict[str, np.ndarray] = {}
     probabilities: dict[str, np.ndarray] = {}
+    chunk = evaluation_chunk(family, len(params[0]))
     for split in SPLITS:
         indices = data.split_indices[split]
         losses, correct, probs = [], [], []
         for start in range(0, len(indices), chunk):
             rows = indices[start : start + chunk]
-            logits = forward(arch, params, data.features[rows])
+            logits = family.forward(params, data.features[rows], buffers=buffers)
             log_probs = torch.log_softmax(logits, dim=-1)
             labels = data.labels[rows]
             picked = log_probs.gather(-1, labels.view(1, -1, 1).expand(len(params[0]), -1, 1))

@@ -16,9 +16,11 @@ from rashomon.engine.model import (
     DTYPES,
     FlatnessSettings,
     TrainingData,
+    build_family,
     device_slice,
     keep_freed_memory,
     train_pack,
+    weights_metadata,
 )
 from rashomon.engine.run._plan import Pack
 from rashomon.engine.store import ResultsDir, models_table, predictions_table
@@ -53,7 +55,13 @@ class PackTrainer:
         if dtype not in self._data:
             d = self.dataset
             self._data[dtype] = TrainingData.from_arrays(
-                d["features"], d["labels"], d["split"], d["n_classes"], DTYPES[dtype], self.device
+                d["features"],
+                d["labels"],
+                d["split"],
+                d["n_classes"],
+                DTYPES[dtype],
+                self.device,
+                d["shape"],
             )
         return self._data[dtype]
 
@@ -78,11 +86,8 @@ class PackTrainer:
         predictions = predictions_table(
             model_ids, result.probabilities, self.example_ids, data.n_classes
         )
-        metadata = {
-            "model_ids": json.dumps(model_ids),
-            "hidden": json.dumps(list(pack.settings.hidden)),
-            "activation": pack.settings.activation,
-        }
+        family = build_family(pack.settings, data.example_shape, data.n_classes)
+        metadata = {"model_ids": json.dumps(model_ids)} | weights_metadata(family)
         self.results.write_pack(
             pack.pack_id,
             models,
@@ -112,4 +117,5 @@ def dataset_payload(dataset) -> dict:
         "split": dataset.split,
         "example_ids": dataset.example_ids,
         "n_classes": dataset.n_classes,
+        "shape": dataset.shape,
     }

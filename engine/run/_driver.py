@@ -24,6 +24,7 @@ from rashomon.engine.model import FlatnessSettings
 from rashomon.engine.run import _cluster
 from rashomon.engine.run._actor import PackTrainer, dataset_payload
 from rashomon.engine.run._plan import Pack, plan_packs
+from rashomon.engine.run._preflight import check_models
 from rashomon.engine.run._progress import progress_bar
 from rashomon.engine.store import ResultsDir, models_table
 from rashomon.jobs import UserError, expand, prepare_job_dataset
@@ -82,6 +83,7 @@ def run_job(
     start = time.perf_counter()
     dataset = prepare_job_dataset(job)
     results = ResultsDir(out_dir)
+    check_models(job, dataset, results)
     with results.lock(f"`rashomon run` of job {job.name}") as lock:
         repaired = results.claim(job, dataset)
         pending, total, failed_packs = pending_models(job, results)
@@ -102,6 +104,8 @@ def run_job(
                 dataset.n_classes,
                 n_workers=workers,
                 on_gpu=resources.gpus_per_worker > 0,
+                in_shape=dataset.example_shape,
+                module=job.module_reference(),
             )
             results.discard_packs(failed_packs - {p.pack_id for p in packs})
             scheduler = _Scheduler(ray, job, dataset, results, workers, summary, show_progress)

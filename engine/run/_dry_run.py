@@ -24,12 +24,13 @@ from safetensors.torch import save as safetensors_bytes
 from rashomon.engine.model import (
     DTYPES,
     Architecture,
+    Family,
     FlatnessSettings,
     PackResult,
     PackSettings,
     TrainingData,
+    build_family,
     device_slice,
-    init_parameters,
     keep_freed_memory,
     pack_flatness,
     train_pack,
@@ -37,6 +38,7 @@ from rashomon.engine.model import (
 from rashomon.engine.run._actor import dataset_payload
 from rashomon.engine.run._driver import pending_models
 from rashomon.engine.run._plan import CPU_PACK_CAP, Pack, plan_packs
+from rashomon.engine.run._preflight import check_models
 from rashomon.engine.store import ResultsDir, models_table, parquet_bytes, predictions_table
 from rashomon.jobs import SPLITS, prepare_job_dataset
 
@@ -140,6 +142,7 @@ def describe_plan(job, out: Path | str) -> str:
     """The printout of ``--dry-run``: what would be trained, how much it writes, how long it
     takes on workers like this machine (timed here; nothing is written)."""
     dataset = prepare_job_dataset(job)
+    check_models(job, dataset, ResultsDir(out))
     plan = summarise_plan(job, dataset, out)
     sizes = [size for _, size in plan.packs] or [0]
     n_predicted = sum(len(dataset.indices(s)) for s in job.output.predictions)
@@ -182,6 +185,8 @@ def summarise_plan(job, dataset, out: Path | str) -> PlanSummary:
         dataset.n_classes,
         n_workers=workers,
         on_gpu=job.resources.gpus_per_worker > 0,
+        in_shape=dataset.example_shape,
+        module=job.module_reference(),
     )
     kinds = [PackKind(p.settings, any(m.spec.dropout > 0 for m in p.models)) for p in packs]
     first_packs: dict[PackKind, Pack] = {}
@@ -313,6 +318,7 @@ def _time_kinds(
                     payload["n_classes"],
                     DTYPES[dtype],
                     device,
+                    payload["shape"],
                 )
             pack = replace(
                 pack, models=pack.models[: _slice_size(job, pack, data[dtype], flatness)]
@@ -410,17 +416,18 @@ def _flatness_seconds(
     if flatness is None:
         return 0.0
     device = data.features.device
-    arch = _architecture(pack.settings, data.features.shape[1], data.n_classes)
-    params = [trained.parameters[name].to(device) for name in arch.parameter_names()]
-    initial = init_parameters(
-        arch, [m.spec.init_seed for m in pack.models], data.features.dtype, device
-    )
+    family = build_family(pack.settings, data.example_shape, data.n_classes)
+    params = [trained.parameters[name].to(device) for name in family.parameter_names()]
+    buffers = [trained.parameters[name].to(device) for name in family.buffer_names()]
+    initial, _ = family.init([m.spec.init_seed for m in pack.models], data.features.dtype, device)
     alive = torch.tensor([s == "ok" for s in trained.status], device=device)
 
     def timed(n_models: int) -> float:
         start = time.perf_counter()
         first = [p[:n_models] for p in params], [p[:n_models] for p in initial]
-        pack_flatness(arch, *first, alive[:n_models], data, flatness)
+        pack_flatness(
+            family, *first, alive[:n_models], data, flatness, [b[:n_models] for b in buffers]
+        )
         return time.perf_counter() - start
 
     timed(1)  # the first call imports torch._dynamo (seconds, once per actor): not timed
@@ -496,18 +503,21 @@ def _prediction_rows(data: TrainingData, splits: Sequence[str]) -> int:
 
 
 def _step_flops(kind: PackKind, dataset) -> float:
-    """Forward and backward multiply-adds of one model's minibatch (6 x parameters x batch)."""
-    return 6.0 * _parameters(kind.settings, dataset) * kind.settings.batch_size
+    """Forward and backward FLOPs of one model's minibatch: 6 x parameters x batch for a dense
+    network, 3 x its counted forward pass for the others (convolutions reuse their weights)."""
+    family = _family(kind.settings, dataset)
+    if isinstance(family, Architecture):
+        return 6.0 * family.n_parameters * kind.settings.batch_size
+    return 3.0 * max(family.forward_flops, 2.0 * family.n_parameters) * kind.settings.batch_size
 
 
 def _parameters(settings: PackSettings, dataset) -> int:
     """Parameters of one model of a pack with these settings."""
-    return _architecture(settings, dataset.n_features, dataset.n_classes).n_parameters
+    return _family(settings, dataset).n_parameters
 
 
-def _architecture(settings: PackSettings, n_features: int, n_classes: int) -> Architecture:
-    hidden = settings.hidden if settings.family == "mlp" else ()
-    return Architecture(n_features, hidden, n_classes, settings.activation)
+def _family(settings: PackSettings, dataset) -> Family:
+    return build_family(settings, dataset.example_shape, dataset.n_classes)
 
 
 def _itemsize(settings: PackSettings) -> int:

@@ -13,8 +13,8 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from rashomon.engine.model import ModelSpec, PackSettings
-from rashomon.jobs import HYPERPARAMETERS, column_value
+from rashomon.engine.model import Architecture, ModelSpec, PackSettings, build_family
+from rashomon.jobs import HYPERPARAMETERS, ModuleRef, column_value
 
 # Measured on the reference workload (benchmarks/bench_training.py): on a CPU, packs beyond ~64
 # models spill the per-step working set out of cache and every model gets slower.
@@ -57,11 +57,13 @@ class Pack:
         return columns
 
 
-def pack_settings(hparams, train) -> PackSettings:
+def pack_settings(hparams, train, module: ModuleRef | None = None) -> PackSettings:
+    """What a configuration's models share; ``module`` is the job's class for a module family."""
+    family = hparams["family"]
     return PackSettings(
-        family=hparams["family"],
-        hidden=tuple(hparams["hidden"]) if hparams["family"] == "mlp" else (),
-        activation=hparams["activation"],
+        family=family,
+        hidden=tuple(hparams["hidden"]) if family in ("mlp", "cnn") else (),
+        activation=hparams["activation"] or "",
         epochs=hparams["epochs"],
         batch_size=hparams["batch_size"],
         optimizer=hparams["optimizer"],
@@ -70,6 +72,11 @@ def pack_settings(hparams, train) -> PackSettings:
         betas=tuple(train.betas),
         eps=train.eps,
         dtype=train.dtype,
+        channels=tuple(hparams["channels"] or ()),
+        kernel=hparams["kernel"] or 0,
+        stride=hparams["stride"] or 0,
+        pool=hparams["pool"] or 0,
+        module=module if family == "module" else None,
     )
 
 
@@ -92,11 +99,21 @@ def pack_id(model_ids: Sequence[str]) -> str:
     return hashlib.sha256(",".join(model_ids).encode()).hexdigest()[:16]
 
 
-def auto_pack_size(settings: PackSettings, n_features: int, n_classes: int, on_gpu: bool) -> int:
+def auto_pack_size(
+    settings: PackSettings,
+    n_features: int,
+    n_classes: int,
+    on_gpu: bool,
+    in_shape: tuple[int, ...] | None = None,
+) -> int:
     """The largest pack whose per-step activations stay within a cache-sized budget."""
     if on_gpu:
         return GPU_PACK_CAP
-    width = n_features + n_classes + 3 * sum(settings.hidden)
+    family = build_family(settings, in_shape or (n_features,), n_classes)
+    if isinstance(family, Architecture):
+        width = n_features + n_classes + 3 * sum(settings.hidden)
+    else:  # every layer's output (measured on MNIST-1D CNNs: packs of 8-16 beat 4 and 64)
+        width = family.activation_total
     bytes_per_model = settings.batch_size * width * (8 if settings.dtype == "float64" else 4)
     return max(1, min(CPU_PACK_CAP, STEP_MEMORY_BUDGET // bytes_per_model))
 
@@ -109,18 +126,21 @@ def plan_packs(
     n_classes: int,
     n_workers: int = 1,
     on_gpu: bool = False,
+    in_shape: tuple[int, ...] | None = None,
+    module: ModuleRef | None = None,
 ) -> list[Pack]:
     """Packs in the order their first model appears in the job.
 
     With ``auto``, a group of models is also split finely enough that every worker gets a pack;
-    equal-sized packs keep the tail of a run from waiting on one large pack.
+    equal-sized packs keep the tail of a run from waiting on one large pack. ``in_shape`` is one
+    example's shape (default: a table of ``n_features``), ``module`` the job's own class.
     """
     groups: dict[PackSettings, list[PackModel]] = {}
     per_configuration: dict[int, tuple] = {}  # the variants of one configuration share hparams
     for variant in variants:
         key = id(variant.hparams)
         if key not in per_configuration:
-            settings = pack_settings(variant.hparams, train)
+            settings = pack_settings(variant.hparams, train, module)
             members = groups.setdefault(settings, [])
             per_configuration[key] = (variant.hparams, dict(variant.hparams), members)
         _, hparams, members = per_configuration[key]
@@ -128,7 +148,7 @@ def plan_packs(
     packs = []
     for settings, members in groups.items():
         if models_per_pack == "auto":
-            cap = auto_pack_size(settings, n_features, n_classes, on_gpu)
+            cap = auto_pack_size(settings, n_features, n_classes, on_gpu, in_shape)
             cap = min(cap, math.ceil(len(members) / max(n_workers, 1)))
         else:
             cap = int(models_per_pack)

@@ -11,6 +11,7 @@ again.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -19,11 +20,10 @@ import torch
 from pydantic import ValidationError
 
 from rashomon.engine.model import (
-    Architecture,
     FlatnessSettings,
     curvature_rows,
+    family_from_weights,
     flatness_statistics,
-    init_parameters,
     keep_freed_memory,
 )
 from rashomon.engine.store import ResultsDir
@@ -87,15 +87,25 @@ def _value(text: str):
 
 
 def _pack_statistics(results, pack_id, models, dataset, settings, device) -> dict[str, np.ndarray]:
-    model_ids, params, metadata = results.read_weights(pack_id)
+    """The statistics of one pack, its family rebuilt from the weights file alone (a module
+    family imports the user's class again, from the folders its run recorded, checking the
+    source's hash)."""
+    model_ids, tensors, metadata = results.read_weights(pack_id)
+    where = results.pack_file("weights", pack_id)
     if model_ids != models["model_id"].to_pylist():
+        raise UserError(f"{where}: weights and models table disagree")
+    try:
+        family = family_from_weights(metadata, tensors)
+        params = [tensors[name].to(device) for name in family.parameter_names()]
+        buffers = [tensors[name].to(device) for name in family.buffer_names()]
+    except (UserError, KeyError) as error:
+        raise UserError(f"{where}: cannot rebuild its models: {error}") from None
+    if math.prod(family.in_shape) != dataset.n_features:
         raise UserError(
-            f"{results.pack_file('weights', pack_id)}: weights and models table disagree"
+            f"{where}: the models take {math.prod(family.in_shape)} features but the job's "
+            f"dataset now has {dataset.n_features}; the dataset changed since the run"
         )
-    params = [p.to(device) for p in params]
-    hidden = tuple(int(w.shape[2]) for w in params[0:-2:2])
-    arch = Architecture(dataset.n_features, hidden, dataset.n_classes, metadata["activation"])
-    initial = init_parameters(arch, models["init_seed"].to_pylist(), params[0].dtype, device)
+    initial, _ = family.init(models["init_seed"].to_pylist(), params[0].dtype, device)
     features = torch.as_tensor(dataset.features, dtype=params[0].dtype, device=device)
     labels = torch.as_tensor(dataset.labels, dtype=torch.int64, device=device)
     train = torch.as_tensor(dataset.indices("train"), device=device)
@@ -105,12 +115,13 @@ def _pack_statistics(results, pack_id, models, dataset, settings, device) -> dic
     keep = torch.as_tensor(np.flatnonzero(ok), device=device)
     if len(keep):
         found = flatness_statistics(
-            arch,
+            family,
             [p[keep] for p in params],
             [p[keep] for p in initial],
             features[rows],
             labels[rows],
             settings,
+            [b[keep] for b in buffers],
         )
         for name, values in found.items():
             stats[name][ok] = values

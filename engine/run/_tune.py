@@ -33,6 +33,7 @@ import pandas as pd
 from rashomon.engine.run import _cluster
 from rashomon.engine.run._driver import FINISHED, RunSummary, _Scheduler
 from rashomon.engine.run._plan import Pack, plan_packs
+from rashomon.engine.run._preflight import check_models
 from rashomon.engine.store import FolderLock, Owner, ResultsDir
 from rashomon.jobs import UserError, cohort, prepare_job_dataset, redact
 
@@ -68,6 +69,7 @@ def tune_job(
         raise UserError(f"--trials {n_trials}: must be >= 1")
     dataset = prepare_job_dataset(job)
     results = ResultsDir(out_dir)
+    check_models(job, dataset, results)
     storage = storage or _default_storage(results)
     with results.lock(f"`rashomon tune` of job {job.name}") as lock:
         results.claim(job, dataset)
@@ -193,6 +195,8 @@ class _Search:
                 self.dataset.n_classes,
                 n_workers=self.workers,
                 on_gpu=self.job.resources.gpus_per_worker > 0,
+                in_shape=self.dataset.example_shape,
+                module=self.job.module_reference(),
             )
             self.waiting[trial.number] = shared | {p.pack_id for p in trial_packs}
             for pack in trial_packs:

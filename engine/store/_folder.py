@@ -594,10 +594,12 @@ class ResultsDir:
         except Damaged as error:
             raise Damaged(f"weights file {error}") from None
 
-    def read_weights(self, pack_id: str) -> tuple[list[str], list[torch.Tensor], dict[str, str]]:
-        """A pack's saved weights, checked: model ids, stacked ``[W0, b0, W1, b1, …]`` and the
-        metadata (``hidden``, ``activation`` as JSON/text). safetensors only: nothing is
-        unpickled."""
+    def read_weights(
+        self, pack_id: str
+    ) -> tuple[list[str], dict[str, torch.Tensor], dict[str, str]]:
+        """A pack's saved weights, checked: model ids, its stacked tensors by name (parameters
+        and buffers, a leading model axis) and the metadata (the family that rebuilds them, as
+        JSON). safetensors only: nothing is unpickled."""
         path = self.pack_file("weights", pack_id)
         if not self._exists(path):
             raise UserError(
@@ -609,11 +611,7 @@ class ResultsDir:
             tensors, metadata = self._weights(pack_id, model_ids, deep=True)
         except Damaged as error:
             raise self.damage_error({pack_id: str(error)}) from None
-        n_layers = len(tensors) // 2
-        params = [
-            tensors[f"layers.{i}.{kind}"] for i in range(n_layers) for kind in ("weight", "bias")
-        ]
-        return model_ids, params, metadata
+        return model_ids, tensors, metadata
 
     def _read_parquet(
         self, path: str, columns=None, footer: bool = False, dictionary: tuple[str, ...] = ()
