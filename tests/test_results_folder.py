@@ -319,3 +319,22 @@ def test_a_relative_dataset_path_is_found_again_from_another_directory(
     assert main(["flatness", str(out)]) == 2
     error = capsys.readouterr().err
     assert "dataset file changed" in error and f"{changed} now, {recorded[:12]} recorded" in error
+
+
+def test_a_folder_of_an_earlier_version_reads_with_the_new_columns_null(trained, tmp_path, capsys):
+    """An earlier rashomon wrote fewer columns (no cnn hyperparameters), no markers and no page
+    checksums: status, analyze and the Python reader still take it as it is."""
+    _, original, _ = trained
+    out = shutil.copytree(original, tmp_path / "out")
+    added = ["hp_channels", "hp_kernel", "hp_stride", "hp_pool"]
+    for path in (out / "models").glob("*.parquet"):
+        table = pq.read_table(path)
+        pq.write_table(table.drop_columns(added).replace_schema_metadata(None), path)
+    assert main(["status", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["analyze", str(out), "--json", "--epsilon", "0.05"]) == 0
+    assert json.loads(capsys.readouterr().out)["n_models"] == N_MODELS
+    models = open_results(out).models
+    assert models[added].isna().all().all() and len(models) == N_MODELS
+    (out / "models" / f"{first_pack(out)}.parquet").write_bytes(b"PAR1 not a table")
+    assert main(["status", str(out)]) == 2  # a damaged file is still damaged

@@ -42,7 +42,7 @@ from rashomon.engine.store._location import (
     temporary_target,
 )
 from rashomon.engine.store._lock import LOCK_NAME, FolderLock, Owner
-from rashomon.engine.store._tables import MODELS_SCHEMA, predictions_schema
+from rashomon.engine.store._tables import MODELS_SCHEMA, conform_models, predictions_schema
 from rashomon.engine.store._verify import (
     DIGEST,
     Damaged,
@@ -503,7 +503,7 @@ class ResultsDir:
             check_models(table, pack_id)
         except Damaged as error:
             raise Damaged(f"{error}") from None
-        return table
+        return conform_models(table)
 
     def read_models(self, pack_id: str) -> pa.Table:
         """One pack's models table; a damaged one is a user error that says how to fix it."""

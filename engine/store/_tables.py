@@ -40,6 +40,32 @@ MODELS_SCHEMA = pa.schema(
     ]
 )
 _MEASURED = (*METRICS, *FLATNESS_COLUMNS, "train_seconds")
+#: The columns every models file has had. Any other column (a hyperparameter or a statistic added
+#: since) may be missing from a file an earlier rashomon wrote; it reads as null.
+CORE_COLUMNS = (
+    "model_id",
+    "pack_id",
+    "init_seed",
+    "order_seed",
+    "data_seed",
+    "trial",
+    *METRICS,
+    "train_seconds",
+    "status",
+    "error",
+)
+
+
+def conform_models(table: pa.Table) -> pa.Table:
+    """A models table in today's schema: columns an earlier version did not write are null."""
+    if table.schema.remove_metadata().equals(MODELS_SCHEMA):
+        return table
+    n = table.num_rows
+    columns = [
+        table[field.name] if field.name in table.column_names else pa.nulls(n, field.type)
+        for field in MODELS_SCHEMA
+    ]
+    return pa.Table.from_arrays(columns, schema=MODELS_SCHEMA)
 
 
 def predictions_schema(n_classes: int) -> pa.Schema:

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rashomon.engine.store._tables import MODELS_SCHEMA
+from rashomon.engine.store._tables import CORE_COLUMNS, MODELS_SCHEMA
 
 if TYPE_CHECKING:
     import torch
@@ -62,10 +62,13 @@ def _plain(kind: pa.DataType) -> pa.DataType:
     return kind.value_type if pa.types.is_dictionary(kind) else kind
 
 
-def check_schema(schema: pa.Schema, expected: pa.Schema) -> None:
-    """Exactly ``expected``'s columns and types (a dictionary-read column counts as its values)."""
+def check_schema(schema: pa.Schema, expected: pa.Schema, required: tuple[str, ...] = ()) -> None:
+    """Exactly ``expected``'s columns and types (a dictionary-read column counts as its values);
+    with ``required``, columns outside it may be missing (a file of an earlier version)."""
     found = [(f.name, _plain(f.type)) for f in schema]
     wanted = [(f.name, f.type) for f in expected]
+    if required:
+        wanted = [(n, t) for n, t in wanted if n in required or n in schema.names]
     if found != wanted:
         extra = [n for n, _ in found if n not in expected.names]
         missing = [n for n, _ in wanted if n not in schema.names]
@@ -81,7 +84,7 @@ def check_schema(schema: pa.Schema, expected: pa.Schema) -> None:
 
 def check_models(table: pa.Table, pack_id: str) -> None:
     """A models file: our schema, rows of this pack only, unique model ids, known statuses."""
-    check_schema(table.schema, MODELS_SCHEMA)
+    check_schema(table.schema, MODELS_SCHEMA, required=CORE_COLUMNS)
     if table.num_rows == 0:
         raise Damaged("no models")
     for name in ("model_id", "pack_id", "status"):
