@@ -294,10 +294,11 @@ def test_model_id_is_the_hash_of_everything_that_determines_the_model() -> None:
         document = {
             "dataset": job.dataset.identity(),
             "extra": job.train.fixed_settings(),
-            "hparams": {  # the settings a family does not use (null) are not part of it
+            "hparams": {  # the settings a family or optimizer does not use (null), no label
+                # noise and the full space (the ids of the models before them) are not part of it
                 k: list(v) if k == "hidden" else v
                 for k, v in variant.hparams.items()
-                if v is not None
+                if v is not None and (k, v) not in {("label_noise", 0.0), ("subspace_dim", 0)}
             },
             "seeds": {
                 "init": variant.init_seed,
