@@ -86,6 +86,7 @@ from rashomon.jobs._text import canonical_json, join_path, show
 
 __all__ = [
     "FLATNESS_COLUMNS",
+    "HISTORY_COLUMNS",
     "SIMPLICITY_COLUMNS",
     "DatasetConfig",
     "FlatnessConfig",
@@ -403,6 +404,10 @@ FLATNESS_COLUMNS = [
 #: The simplicity statistics: effective ranks (Roy & Vetterli 2007) of the penultimate-layer
 #: features on the curvature set and of the first layer's weights, computed with SPEC §8's.
 SIMPLICITY_COLUMNS = ["feature_effective_rank", "weight_effective_rank"]
+
+#: The learning-curve columns of ``history/`` (SPEC §5), after ``model_id`` and ``epoch``;
+#: ``hessian_top_eig`` is null unless ``flatness.track`` is on.
+HISTORY_COLUMNS = ["train_loss", "val_loss", "val_acc", "lr", "hessian_top_eig"]
 
 #: Lanczos steps per epoch of `flatness.track`, warm-started from the previous epoch's vector.
 TRACK_ITERATIONS = 5
