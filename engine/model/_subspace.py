@@ -37,8 +37,8 @@ def projection(n_parameters: int, dim: int, init_seed: int) -> tuple[torch.Tenso
     squared = torch.zeros(dim, dtype=torch.float64).index_add_(
         0, unique // n_parameters, entries.square()
     )
-    length = squared.sqrt()
-    values = torch.where(length > 0, signs / length.clamp_min(1e-300).unsqueeze(1), 0.0)
+    length = squared.sqrt().unsqueeze(1)
+    values = torch.where(length > 0, signs / length.clamp_min(1e-300), 0.0)
     return rows, values
 
 
