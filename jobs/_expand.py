@@ -295,7 +295,8 @@ def _check_joined(
 
 
 def _grid_name(job: Job, number: int) -> str:
-    return f"population.grid[{number}]" if len(job.population.grids()) > 1 else "population.grid"
+    listed = isinstance(job.population.grid, tuple)
+    return f"population.grid[{number}]" if listed else "population.grid"
 
 
 def _origin(where: str, grid: Mapping[str, Any], index: int, draw: Mapping[str, Any]) -> str:

@@ -316,10 +316,10 @@ def _check_combinations(job: Job) -> None:
     Only the keys the rules read are combined, one rule group at a time, so this stays small even
     for huge grids. For sampled ranges the two bounds are tried: the rules are monotone in them.
     """
-    grids = job.population.grids()
+    listed = isinstance(job.population.grid, tuple)
     varied = [
-        _candidates(grid, job.population.sample, "population", None if len(grids) == 1 else n)
-        for n, grid in enumerate(grids)
+        _candidates(grid, job.population.sample, "population", n if listed else None)
+        for n, grid in enumerate(job.population.grids())
     ]
     varied.append(_candidates(None, job.search, "search"))
     for candidates in varied:

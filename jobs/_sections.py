@@ -410,7 +410,7 @@ SIMPLICITY_COLUMNS = ["feature_effective_rank", "weight_effective_rank"]
 HISTORY_COLUMNS = ["train_loss", "val_loss", "val_acc", "lr", "hessian_top_eig"]
 
 #: Lanczos steps per epoch of `flatness.track`, warm-started from the previous epoch's vector.
-TRACK_ITERATIONS = 5
+TRACK_ITERATIONS = 20
 
 
 class FlatnessConfig(Section):

@@ -57,8 +57,18 @@ def make_data(dtype=torch.float64, n=400, d=7, classes=3) -> TrainingData:
 
 def sam_model(variant: str, rho: float = 0.05, **changes) -> ModelSpec:
     normalize, adaptive = VARIANTS[variant]
-    model = ModelSpec(2, 3, 1, lr=0.05, momentum=0.9, weight_decay=1e-2, dropout=0.0, rho=rho,
-                      sam_normalize=normalize, sam_adaptive=adaptive)  # fmt: skip
+    model = ModelSpec(
+        2,
+        3,
+        1,
+        lr=0.05,
+        momentum=0.9,
+        weight_decay=1e-2,
+        dropout=0.0,
+        rho=rho,
+        sam_normalize=normalize,
+        sam_adaptive=adaptive,
+    )
     return dataclasses.replace(model, **changes)
 
 
@@ -103,8 +113,9 @@ def reference_sam(settings: PackSettings, model: ModelSpec, data: TrainingData) 
                     else torch.ones_like(p)
                     for name, p in named
                 ]
-                norm = torch.sqrt(sum(((t * p.grad) ** 2).sum() for t, (_, p) in
-                                      zip(scale, named, strict=True)))  # fmt: skip
+                norm = torch.sqrt(
+                    sum(((t * p.grad) ** 2).sum() for t, (_, p) in zip(scale, named, strict=True))
+                )
                 divide = norm + 1e-12 if model.sam_normalize else 1.0
                 saved = [p.clone() for _, p in named]
                 for t, (_, p) in zip(scale, named, strict=True):
@@ -161,8 +172,9 @@ def test_rho_zero_is_plain_sgd_bit_for_bit_for_every_family(family):
         data = dataclasses.replace(data, shape=(1, 8))
     settings = dataclasses.replace(SETTINGS, family=family, dtype="float32", activation="relu")
     if family == "cnn":
-        settings = dataclasses.replace(settings, hidden=(), channels=(3,), kernel=3, stride=1,
-                                       pool=2)  # fmt: skip
+        settings = dataclasses.replace(
+            settings, hidden=(), channels=(3,), kernel=3, stride=1, pool=2
+        )
     if family == "module":
         settings = dataclasses.replace(settings, hidden=(), module=_net_reference())
     models = [sam_model(v, rho=0.0, init_seed=i) for i, v in enumerate(VARIANTS)]
@@ -192,12 +204,15 @@ def test_a_sam_model_whose_ascent_overflows_is_frozen_and_its_pack_mates_are_unc
     with_it = train_pack(settings, [healthy[0], exploding, *healthy[1:]], data)
     assert with_it.status == ["ok", "diverged", "ok", "ok"]
     for name, value in without.parameters.items():
-        assert torch.equal(torch.cat([with_it.parameters[name][:1], with_it.parameters[name][2:]]),
-                           value)  # fmt: skip
+        assert torch.equal(
+            torch.cat([with_it.parameters[name][:1], with_it.parameters[name][2:]]), value
+        )
     initial = _families.init_parameters(
-        _families.Architecture(7, settings.hidden, 3, "relu"), [exploding.init_seed],
-        torch.float32, "cpu",
-    )  # fmt: skip
+        _families.Architecture(7, settings.hidden, 3, "relu"),
+        [exploding.init_seed],
+        torch.float32,
+        "cpu",
+    )
     # frozen at the parameters whose ascent first failed: here, the very first ones
     assert torch.equal(with_it.parameters["layers.0.weight"][1], initial[0][0])
 
@@ -207,8 +222,10 @@ def test_a_sam_model_whose_ascent_overflows_is_frozen_and_its_pack_mates_are_unc
 
 def test_the_replaced_labels_are_a_binomial_share_p_and_their_classes_uniform():
     n, classes = 20_000, 4
-    models = [ModelSpec(0, seed, 0, 0.1, 0.0, 0.0, 0.0, label_noise=p)
-              for seed, p in enumerate((0.0, 0.05, 0.3, 1.0))]  # fmt: skip
+    models = [
+        ModelSpec(0, seed, 0, 0.1, 0.0, 0.0, 0.0, label_noise=p)
+        for seed, p in enumerate((0.0, 0.05, 0.3, 1.0))
+    ]
     targets = torch.zeros(len(models), n, dtype=torch.int64)
     noisy, replaced = noisy_targets(models, targets, epoch=0, n_classes=classes)
     for row, model in enumerate(models):
@@ -262,8 +279,10 @@ def test_the_projection_has_unit_columns_of_about_root_d_entries_from_the_init_s
 
 def test_subspace_parameters_are_theta_zero_plus_the_dense_projection_times_z():
     generator = torch.Generator().manual_seed(0)
-    initial = [torch.randn(3, 5, 4, generator=generator, dtype=torch.float64),
-               torch.randn(3, 1, 4, generator=generator, dtype=torch.float64)]  # fmt: skip
+    initial = [
+        torch.randn(3, 5, 4, generator=generator, dtype=torch.float64),
+        torch.randn(3, 1, 4, generator=generator, dtype=torch.float64),
+    ]
     space = Subspace(initial, [0, 1, 2], dim=6)
     z = torch.randn(3, 6, generator=generator, dtype=torch.float64, requires_grad=True)
     params = space.parameters(z)
@@ -285,8 +304,9 @@ def reference_subspace(settings: PackSettings, model: ModelSpec, data: TrainingD
     dense = torch.zeros(settings.subspace_dim, len(flat), dtype=torch.float64)
     dense.scatter_add_(1, rows, values)
     z = torch.zeros(settings.subspace_dim, dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.SGD([z], lr=model.lr, momentum=model.momentum,
-                                weight_decay=model.weight_decay)  # fmt: skip
+    optimizer = torch.optim.SGD(
+        [z], lr=model.lr, momentum=model.momentum, weight_decay=model.weight_decay
+    )
 
     def parameters():
         theta, out, at = flat + z @ dense, [], 0
@@ -310,8 +330,9 @@ def reference_subspace(settings: PackSettings, model: ModelSpec, data: TrainingD
 
 def test_subspace_training_learns_z_alone_and_matches_a_dense_per_model_implementation():
     data = make_data()
-    settings = dataclasses.replace(SETTINGS, optimizer="sgd", nesterov=False, schedule="constant",
-                                   subspace_dim=12)  # fmt: skip
+    settings = dataclasses.replace(
+        SETTINGS, optimizer="sgd", nesterov=False, schedule="constant", subspace_dim=12
+    )
     models = [ModelSpec(i, i + 1, i % 2, 0.1, 0.9, 1e-3 * i, 0.0) for i in range(3)]
     pack = train_pack(settings, models, data)
     for index, model in enumerate(models):
@@ -326,8 +347,9 @@ def test_subspace_training_learns_z_alone_and_matches_a_dense_per_model_implemen
 @pytest.mark.parametrize("family", ["cnn", "module"])
 def test_subspace_and_sam_train_every_family_pack_invariantly(family):
     data = dataclasses.replace(make_data(d=8), shape=(1, 8))
-    settings = dataclasses.replace(SETTINGS, family=family, hidden=(), subspace_dim=5,
-                                   activation="relu")  # fmt: skip
+    settings = dataclasses.replace(
+        SETTINGS, family=family, hidden=(), subspace_dim=5, activation="relu"
+    )
     if family == "cnn":
         settings = dataclasses.replace(settings, channels=(2,), kernel=3, stride=1, pool=2)
     else:
@@ -339,5 +361,6 @@ def test_subspace_and_sam_train_every_family_pack_invariantly(family):
         torch.testing.assert_close(pack.parameters[name][1], value[0], rtol=0, atol=1e-12)
     full = train_pack(dataclasses.replace(settings, subspace_dim=0), models[1:], data)
     assert pack.status == ["ok", "ok"]
-    assert not torch.equal(full.parameters[next(iter(full.parameters))], alone.parameters[
-        next(iter(alone.parameters))])  # fmt: skip
+    assert not torch.equal(
+        full.parameters[next(iter(full.parameters))], alone.parameters[next(iter(alone.parameters))]
+    )
