@@ -15,6 +15,7 @@ is listed apart, with its models' statuses.
 
 from __future__ import annotations
 
+import json
 import math
 import textwrap
 from collections.abc import Sequence
@@ -292,11 +293,32 @@ def _label(value, integer: bool) -> str:
 
 
 def _value_order(values: pd.Series, labels: pd.Series) -> list[str]:
-    """Cohort labels by value (numbers numerically), the missing value last."""
+    """Cohort labels by value (numbers numerically, layer lists such as ``hp_hidden``'s ``[8]``,
+    ``[32]``, ``[128]`` by their widths, not as text), the missing value last."""
     present = values.notna()
     frame = pd.DataFrame({"value": values[present], "label": labels[present]})
-    ordered = frame.drop_duplicates("label").sort_values("value", kind="stable")["label"].tolist()
+    frame = frame.drop_duplicates("label")
+    layers = [_layers(value) for value in frame["value"]]
+    if frame.empty or None in layers:
+        ordered = frame.sort_values("value", kind="stable")["label"].tolist()
+    else:
+        ordered = [label for _, label in sorted(zip(layers, frame["label"], strict=True))]
     return ordered + ([MISSING] if (~present).any() else [])
+
+
+def _layers(value) -> tuple[int, ...] | None:
+    """The widths of a layer list written as text (``"[64, 32]"``), or None for anything else."""
+    if not isinstance(value, str) or not value.startswith("["):
+        return None
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        return None
+    if not isinstance(parsed, list) or not all(
+        isinstance(width, int) and not isinstance(width, bool) for width in parsed
+    ):
+        return None
+    return tuple(parsed)
 
 
 def _first(frame: pd.DataFrame, column: str) -> pd.DataFrame:

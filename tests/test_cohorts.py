@@ -246,6 +246,25 @@ def test_long_values_get_numbered_columns_and_a_legend(tmp_path):
     assert "#2 = hp_optimizer a-rather-long-optimizer-name-sgd" in table
 
 
+def test_layer_lists_are_ordered_by_their_widths_not_as_text(tmp_path):
+    """hp_hidden is text ("[128]"); as text [128] < [32] < [512] < [8], which scrambles a width
+    sweep's columns and plots."""
+    ids = ["a0", "a1", "s0", "s1", "s2", "s3", "m0"]
+    frame, probabilities = frame_and_probabilities(ids)
+    widths = ["[512]", "[8]", "[128]", "[32]", "[64, 32]", "[64]", None]
+    frame["hp_hidden"] = pd.Series(widths, dtype=object)
+    root = tmp_path / "run"
+    examples = pd.DataFrame({"example_id": np.arange(2 * N), "split": ["val"] * N + ["test"] * N,
+                             "label": 0})  # fmt: skip
+    write_examples(root, examples, ["no", "yes"])
+    write_pack(root, "p", frame, {"val": probabilities, "test": probabilities},
+               {"val": np.arange(N), "test": np.arange(N, 2 * N)})  # fmt: skip
+    by_width = rashomon.analyze(root, epsilon=0.01, by="hp_hidden")
+    assert list(by_width.cohorts) == [
+        "[8]", "[32]", "[64]", "[64, 32]", "[128]", "[512]", "<missing>"
+    ]  # fmt: skip
+
+
 def test_report_by_a_column_compares_the_cohorts(folder, tmp_path, capsys):
     target = tmp_path / "report.html"
     assert main(["report", str(folder), "--by", "hp_optimizer", "--epsilon", "0.01",
