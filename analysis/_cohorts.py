@@ -293,17 +293,20 @@ def _label(value, integer: bool) -> str:
 
 
 def _value_order(values: pd.Series, labels: pd.Series) -> list[str]:
-    """Cohort labels by value (numbers numerically, layer lists such as ``hp_hidden``'s ``[8]``,
-    ``[32]``, ``[128]`` by their widths, not as text), the missing value last."""
+    """Cohort labels by value (`sortable`), the missing value last."""
     present = values.notna()
-    frame = pd.DataFrame({"value": values[present], "label": labels[present]})
-    frame = frame.drop_duplicates("label")
-    layers = [_layers(value) for value in frame["value"]]
-    if frame.empty or None in layers:
-        ordered = frame.sort_values("value", kind="stable")["label"].tolist()
-    else:
-        ordered = [label for _, label in sorted(zip(layers, frame["label"], strict=True))]
+    frame = pd.DataFrame({"value": sortable(values[present]), "label": labels[present]})
+    ordered = frame.drop_duplicates("label").sort_values("value", kind="stable")["label"].tolist()
     return ordered + ([MISSING] if (~present).any() else [])
+
+
+def sortable(values: pd.Series) -> pd.Series:
+    """A models column in value order: numbers numerically, and layer lists such as
+    ``hp_hidden``'s ``[8]``, ``[32]``, ``[128]`` by their widths, not as text."""
+    layers = values.map(_layers, na_action="ignore")
+    if layers.isna().equals(values.isna()) and values.notna().any():
+        return layers.astype(object)
+    return values
 
 
 def _layers(value) -> tuple[int, ...] | None:
