@@ -15,6 +15,7 @@ is listed apart, with its models' statuses.
 
 from __future__ import annotations
 
+import json
 import math
 import textwrap
 from collections.abc import Sequence
@@ -292,11 +293,35 @@ def _label(value, integer: bool) -> str:
 
 
 def _value_order(values: pd.Series, labels: pd.Series) -> list[str]:
-    """Cohort labels by value (numbers numerically), the missing value last."""
+    """Cohort labels by value (`sortable`), the missing value last."""
     present = values.notna()
-    frame = pd.DataFrame({"value": values[present], "label": labels[present]})
+    frame = pd.DataFrame({"value": sortable(values[present]), "label": labels[present]})
     ordered = frame.drop_duplicates("label").sort_values("value", kind="stable")["label"].tolist()
     return ordered + ([MISSING] if (~present).any() else [])
+
+
+def sortable(values: pd.Series) -> pd.Series:
+    """A models column in value order: numbers numerically, and layer lists such as
+    ``hp_hidden``'s ``[8]``, ``[32]``, ``[128]`` by their widths, not as text."""
+    layers = values.map(_layers, na_action="ignore")
+    if layers.isna().equals(values.isna()) and values.notna().any():
+        return layers.astype(object)
+    return values
+
+
+def _layers(value) -> tuple[int, ...] | None:
+    """The widths of a layer list written as text (``"[64, 32]"``), or None for anything else."""
+    if not isinstance(value, str) or not value.startswith("["):
+        return None
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        return None
+    if not isinstance(parsed, list) or not all(
+        isinstance(width, int) and not isinstance(width, bool) for width in parsed
+    ):
+        return None
+    return tuple(parsed)
 
 
 def _first(frame: pd.DataFrame, column: str) -> pd.DataFrame:

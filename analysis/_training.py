@@ -22,7 +22,7 @@ import html
 import numpy as np
 import pandas as pd
 
-from rashomon.analysis._cohorts import cohort_labels
+from rashomon.analysis._cohorts import cohort_labels, sortable
 from rashomon.analysis._figures import figure as _figure
 from rashomon.analysis._figures import panels as _panels
 from rashomon.analysis._figures import plain_numbers
@@ -55,8 +55,10 @@ def training_cohorts(results: Results, by: str | None) -> tuple[pd.Series, str, 
         labels = pd.Series("all", index=ok.index)
         if parts:
             labels = pd.concat(parts, axis=1).apply(lambda r: ", ".join(p for p in r if p), axis=1)
-    order = ok.assign(_label=labels).reset_index(drop=True)
-    order = order.sort_values([*_sort_columns(ok, by), "model_id"], kind="stable")
+    columns = _sort_columns(ok, by)
+    keys = {f"_key{i}": sortable(ok[column]) for i, column in enumerate(columns)}
+    order = ok.assign(_label=labels, **keys).reset_index(drop=True)
+    order = order.sort_values([*keys, "model_id"], kind="stable")
     drawn = list(dict.fromkeys(order["_label"]))[:MAX_COHORTS]
     return labels, what, drawn
 

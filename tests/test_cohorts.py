@@ -12,6 +12,8 @@ from _synthetic import write_examples, write_pack
 
 import rashomon
 from rashomon.analysis import format_cohorts
+from rashomon.analysis._training import MAX_COHORTS as MAX_DRAWN
+from rashomon.analysis._training import training_cohorts
 from rashomon.engine.cli import main
 from rashomon.jobs import UserError
 
@@ -244,6 +246,29 @@ def test_long_values_get_numbered_columns_and_a_legend(tmp_path):
     table = format_cohorts(rashomon.analyze(root, epsilon=0.01, by="hp_optimizer"))
     assert "#1 = hp_optimizer a-rather-long-optimizer-name-adam" in table
     assert "#2 = hp_optimizer a-rather-long-optimizer-name-sgd" in table
+
+
+def test_layer_lists_are_ordered_by_their_widths_not_as_text(tmp_path):
+    """hp_hidden is text ("[128]"); as text [128] < [32] < [512] < [8], which scrambles a width
+    sweep's columns and the report's learning curves, sharpness and simplicity sections."""
+    ids = ["a0", "a1", "s0", "s1", "s2", "s3", "m0"]
+    frame, probabilities = frame_and_probabilities(ids)
+    frame = frame.assign(hp_optimizer="adam", hp_lr=0.001, hp_momentum=np.nan, hp_nesterov=False)
+    widths = ["[8]", "[32]", "[64]", "[64, 32]", "[128]", "[512]"]
+    order = [5, 0, 4, 1, 3, 2]
+    frame["hp_hidden"] = pd.Series([widths[i] for i in order] + [None], dtype=object)
+    root = tmp_path / "run"
+    examples = pd.DataFrame({"example_id": np.arange(2 * N), "split": ["val"] * N + ["test"] * N,
+                             "label": 0})  # fmt: skip
+    write_examples(root, examples, ["no", "yes"])
+    write_pack(root, "p", frame, {"val": probabilities, "test": probabilities},
+               {"val": np.arange(N), "test": np.arange(N, 2 * N)})  # fmt: skip
+    by_width = rashomon.analyze(root, epsilon=0.01, by="hp_hidden")
+    assert list(by_width.cohorts) == [*widths, "<missing>"]
+    results = rashomon.open_results(root)
+    assert training_cohorts(results, "hp_hidden")[2] == [*widths, "<missing>"][:MAX_DRAWN]
+    named = [f"hidden={w}" for w in widths]
+    assert training_cohorts(results, None)[2] == [*named, ""][:MAX_DRAWN]  # null: no name
 
 
 def test_report_by_a_column_compares_the_cohorts(folder, tmp_path, capsys):
