@@ -24,7 +24,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy.stats import kendalltau
 
 from rashomon.jobs import FLATNESS_COLUMNS
 
@@ -56,6 +55,8 @@ def kendall_tau(x: np.ndarray, y: np.ndarray) -> float:
     x, y = x[finite], y[finite]
     if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return math.nan
+    from scipy.stats import kendalltau  # a second to import: only where flatness is measured
+
     return float(kendalltau(x, y, variant="b").statistic)
 
 
