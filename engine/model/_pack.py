@@ -4,14 +4,15 @@ train on and what comes back. Plain data, so every layer above can build and rea
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from rashomon.jobs import SPLITS, ModuleRef
 
-PER_MODEL_HPARAMS = ("lr", "momentum", "weight_decay", "dropout")
+PER_MODEL_HPARAMS = ("lr", "momentum", "weight_decay", "dropout", "rho", "label_noise")
+PER_MODEL_FLAGS = ("sam_normalize", "sam_adaptive")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 EVALUATION_CHUNK = 1024  # examples per batched forward pass when a pack is evaluated
 EVALUATION_ELEMENTS = 1 << 20  # activations of one such pass of an nn.Module family: cache-sized
@@ -73,6 +74,7 @@ class PackSettings:
     stride: int = 0
     pool: int = 0
     module: ModuleRef | None = None  # the user's class of a module pack
+    subspace_dim: int = 0  # d > 0: train d coordinates of a random subspace (Li et al. 2018)
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,10 @@ class ModelSpec:
     momentum: float
     weight_decay: float
     dropout: float
+    rho: float = 0.0  # sam: the radius of the ascent step
+    sam_normalize: bool = True  # sam: ε = ρ g/‖g‖ (SAM), else ε = ρ g (USAM)
+    sam_adaptive: bool = False  # sam: ASAM's scale T = |w| + η on weights
+    label_noise: float = 0.0  # probability that a minibatch label is a random class
 
 
 @dataclass
@@ -95,3 +101,4 @@ class PackResult:
     probabilities: dict[str, np.ndarray]  # split -> (M, n_split, C) float32
     parameters: dict[str, torch.Tensor]  # final stacked parameters and buffers, on CPU
     seconds: float
+    history: dict[str, np.ndarray] = field(default_factory=dict)  # column -> (M, epochs)

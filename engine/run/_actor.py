@@ -23,7 +23,7 @@ from rashomon.engine.model import (
     weights_metadata,
 )
 from rashomon.engine.run._plan import Pack
-from rashomon.engine.store import ResultsDir, models_table, predictions_table
+from rashomon.engine.store import ResultsDir, history_table, models_table, predictions_table
 from rashomon.jobs import SPLITS
 
 
@@ -94,6 +94,7 @@ class PackTrainer:
             predictions,
             result.parameters if self.save_weights else None,
             metadata,
+            history_table(model_ids, result.history),
         )
         return {
             "pack_id": pack.pack_id,

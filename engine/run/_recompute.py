@@ -1,4 +1,5 @@
-"""``rashomon flatness DIR``: (re)compute the flat-minima statistics from saved weights.
+"""``rashomon flatness DIR``: (re)compute the flat-minima and simplicity statistics from saved
+weights.
 
 A population trained with ``flatness: {enabled: false}``, or one whose statistics a researcher
 wants with other settings (more probes, a larger curvature set), needs no retraining: the weights
@@ -25,9 +26,12 @@ from rashomon.engine.model import (
     family_from_weights,
     flatness_statistics,
     keep_freed_memory,
+    simplicity_statistics,
 )
 from rashomon.engine.store import ResultsDir
-from rashomon.jobs import FLATNESS_COLUMNS, FlatnessConfig, UserError
+from rashomon.jobs import FLATNESS_COLUMNS, SIMPLICITY_COLUMNS, FlatnessConfig, UserError
+
+STATISTICS = FLATNESS_COLUMNS + SIMPLICITY_COLUMNS
 
 
 def recompute_flatness(location: str, overrides: Mapping[str, str]) -> tuple[int, FlatnessConfig]:
@@ -55,10 +59,9 @@ def _recompute(results: ResultsDir, dataset, config, settings, device) -> int:
             continue
         stats = _pack_statistics(results, pack_id, models, dataset, settings, device)
         columns = {name: models[name] for name in models.column_names}
-        columns |= {name: pa.array(stats[name]) for name in FLATNESS_COLUMNS}
-        table = pa.table(columns, schema=models.schema).replace_schema_metadata(
-            {"flatness": json.dumps(config.model_dump())}
-        )
+        columns |= {name: pa.array(stats[name]) for name in STATISTICS}
+        metadata = (models.schema.metadata or {}) | {b"flatness": json.dumps(config.model_dump())}
+        table = pa.table(columns, schema=models.schema).replace_schema_metadata(metadata)
         results.rewrite_models(pack_id, table)
         measured += int(np.isfinite(stats["weight_norm"]).sum())
     return measured
@@ -111,18 +114,20 @@ def _pack_statistics(results, pack_id, models, dataset, settings, device) -> dic
     train = torch.as_tensor(dataset.indices("train"), device=device)
     rows = curvature_rows(train, settings)
     ok = np.array(models["status"].to_pylist()) == "ok"
-    stats = {name: np.full(len(ok), np.nan) for name in FLATNESS_COLUMNS}
+    stats = {name: np.full(len(ok), np.nan) for name in STATISTICS}
     keep = torch.as_tensor(np.flatnonzero(ok), device=device)
     if len(keep):
+        kept, kept_buffers = [p[keep] for p in params], [b[keep] for b in buffers]
         found = flatness_statistics(
             family,
-            [p[keep] for p in params],
+            kept,
             [p[keep] for p in initial],
             features[rows],
             labels[rows],
             settings,
-            [b[keep] for b in buffers],
+            kept_buffers,
         )
+        found |= simplicity_statistics(family, kept, features[rows], kept_buffers)
         for name, values in found.items():
             stats[name][ok] = values
     return stats
