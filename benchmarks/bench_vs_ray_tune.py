@@ -17,11 +17,12 @@ with momentum 0.9, lr 0.1, model i with init and minibatch-order seed i, on the 
   SGD, then the probabilities of every split; in one process, no Ray.
 
 Each side runs in a fresh interpreter and is timed from outside (interpreter start and imports
-included), twice: with 2 models and with n models. The difference gives the marginal cost per
-model and the fixed start (Ray start, actors, imports, dataset); Tune sides train fewer models
-(``--tune-models``, ``--tune-default-models``) and are extrapolated to the population size as
-fixed + size × marginal, marked ``*``. Each line gives the load of the machine (other work inflates
-wall times). Ray runs on loopback, dashboard off, with every core of the machine.
+included), in wall seconds and in CPU seconds of its whole process tree (Ray's processes and
+workers too), twice: with 2 models and with n models. The difference gives the marginal cost per
+model and the fixed start (Ray start, actors, imports, dataset); the Tune sides train fewer
+models (``Workload.tune_models``, ``tune_default_models``) and are extrapolated to the population
+as fixed + size × marginal, marked ``*``. Each table gives the load of the machine: other work
+inflates wall times, CPU times much less. Ray runs on loopback, dashboard off, every core.
 
     python benchmarks/bench_vs_ray_tune.py [--workload breast_cancer adult] [--runs 3]
 """
@@ -29,7 +30,6 @@ wall times). Ray runs on loopback, dashboard off, with every core of the machine
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -185,8 +185,11 @@ def run_vmap(w: Workload, n_models: int) -> None:
             forward(params, buffers, features[rows[split]]).softmax(-1)
 
 
-def side(name: str, w: Workload, n_models: int, scratch: Path) -> float:
-    """Wall seconds of one side training ``n_models`` in a fresh interpreter."""
+def side(name: str, w: Workload, n_models: int, scratch: Path) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (of the whole process tree: Ray's processes and workers
+    too, sampled every 0.1 s) of one side training ``n_models`` in a fresh interpreter."""
+    import psutil
+
     if name.startswith("rashomon"):
         job = scratch / f"{name.replace(' ', '-')}-{n_models}.yaml"
         job.write_text(job_yaml(w, n_models, lean=name.endswith("lean")))
@@ -196,14 +199,32 @@ def side(name: str, w: Workload, n_models: int, scratch: Path) -> float:
     else:
         out = None
         command = [sys.executable, __file__, "--inner", name, w.source, str(n_models)]
-    start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    if done.returncode:
-        sys.exit(f"{name} ({n_models} models) failed:\n{done.stdout[-2000:]}{done.stderr[-4000:]}")
+    cpu: dict[int, float] = {}
+    with tempfile.TemporaryFile() as log:
+        start = time.perf_counter()
+        process = psutil.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        while process.poll() is None:
+            for member in [process, *process.children(recursive=True)]:
+                try:
+                    times = member.cpu_times()
+                    cpu[member.pid] = times.user + times.system
+                except psutil.Error:
+                    pass
+            time.sleep(0.1)
+        seconds = time.perf_counter() - start
+        if process.returncode:
+            log.seek(0)
+            sys.exit(f"{name} ({n_models} models) failed:\n{log.read()[-4000:].decode()}")
     if out is not None:
         subprocess.run(["rm", "-rf", str(out)], check=True)  # the next run trains afresh
-    return seconds
+    return seconds, sum(cpu.values())
+
+
+def _split(small: float, large: float, n: int, population: int) -> tuple[float, float, float]:
+    """(fixed, marginal per model, total for the population) from runs of 2 and n models."""
+    marginal = max(large - small, 0.0) / (n - 2)
+    fixed = small - 2 * marginal
+    return fixed, marginal, large if n == population else fixed + population * marginal
 
 
 def measure(w: Workload, scratch: Path) -> dict[str, dict]:
@@ -211,12 +232,16 @@ def measure(w: Workload, scratch: Path) -> dict[str, dict]:
     figures = {}
     for name in SIDES:
         n = sizes.get(name, w.models)
-        small, large = side(name, w, 2, scratch), side(name, w, n, scratch)
-        marginal = max(large - small, 0.0) / (n - 2)
-        fixed = small - 2 * marginal
-        total = large if n == w.models else fixed + w.models * marginal
+        (small, small_cpu), (large, large_cpu) = (
+            side(name, w, 2, scratch),
+            side(name, w, n, scratch),
+        )
+        fixed, marginal, total = _split(small, large, n, w.models)
+        cpu_fixed, cpu_marginal, cpu_total = _split(small_cpu, large_cpu, n, w.models)
         figures[name] = {"n": n, "seconds": large, "fixed": fixed, "marginal": marginal,
-                         "total": total, "extrapolated": n != w.models}  # fmt: skip
+                         "total": total, "cpu": large_cpu, "cpu_fixed": cpu_fixed,
+                         "cpu_marginal": cpu_marginal, "cpu_total": cpu_total,
+                         "extrapolated": n != w.models, "noisy": large <= small}  # fmt: skip
     return figures
 
 
@@ -233,7 +258,7 @@ def main() -> None:
     parser.add_argument("--workload", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    print(f"{os.cpu_count()} cores; s = wall seconds; * = extrapolated from fewer models")
+    print(f"{os.cpu_count()} cores; s = seconds; * = extrapolated from fewer models")
     for source in args.workload:
         w = WORKLOADS[source]
         runs = []
@@ -245,30 +270,33 @@ def main() -> None:
             print(
                 f"\n{source}: {w.models} MLPs {w.hidden} hidden, {w.epochs} epochs, batch "
                 f"{w.batch_size}; run {run + 1} (load {before:.1f} → {os.getloadavg()[0]:.1f})\n"
-                f"{'side':14} {'trained':>8} {'s':>7} {'fixed s':>8} {'s/model':>8} "
-                f"{'models/min':>11} {'÷ rashomon':>11}"
+                f"{'':14} {'':>7} {'wall':>27} {'CPU':>26} {'models/min':>11} {'÷ rashomon':>16}"
+                f"\n{'side':14} {'trained':>7} {'s':>8} {'fixed s':>8} {'s/model':>9} "
+                f"{'s':>8} {'fixed s':>8} {'s/model':>8} {'wall':>11} {'wall':>7} {'CPU':>7}"
             )
-            base = figures["rashomon"]["total"]
+            base = figures["rashomon"]
             for name, f in figures.items():
                 star = "*" if f["extrapolated"] else " "
                 print(
-                    f"{name:14} {f['n']:8d} {f['seconds']:7.1f} {f['fixed']:8.1f} "
-                    f"{f['marginal']:8.4f} {60 * w.models / f['total']:10.0f}{star} "
-                    f"{f['total'] / base:10.1f}{star}"
+                    f"{name:14} {f['n']:7d} {f['seconds']:8.1f} {f['fixed']:8.1f} "
+                    f"{f['marginal']:9.4f} {f['cpu']:8.1f} {f['cpu_fixed']:8.1f} "
+                    f"{f['cpu_marginal']:8.4f} {60 * w.models / f['total']:10.0f}{star} "
+                    f"{f['total'] / base['total']:6.1f}{star} "
+                    f"{f['cpu_total'] / base['cpu_total']:6.1f}{star}"
+                    + ("  (noise: n models ran no slower than 2)" if f["noisy"] else "")
                 )
-        ratio = {
-            name: statistics.median(r[name]["total"] / r["rashomon"]["total"] for r in runs)
-            for name in SIDES
-        }
-        marginal = {
-            name: statistics.median(r[name]["marginal"] / r["rashomon"]["marginal"] for r in runs)
-            for name in SIDES
-        }
-        rounded = {k: (round(ratio[k], 2), round(marginal[k], 2)) for k in SIDES}
-        print(
-            f"{source}, median over {len(runs)} runs, (end to end, marginal per model) time ÷ "
-            f"rashomon's: {json.dumps(rounded, ensure_ascii=False)}"
-        )
+        print(f"{source}, median over {len(runs)} runs, time ÷ rashomon's:")
+        for key, label in (
+            ("total", "wall, end to end"),
+            ("marginal", "wall, per model"),
+            ("cpu_total", "CPU, end to end"),
+            ("cpu_marginal", "CPU, per model"),
+        ):
+            ratios = {
+                name: statistics.median(r[name][key] / max(r["rashomon"][key], 1e-9) for r in runs)
+                for name in SIDES
+            }
+            print(f"  {label:17} " + "  ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
 
 
 if __name__ == "__main__":
