@@ -90,7 +90,7 @@ def rashomon_capacity(
     if max_iter < 0:
         raise ValueError(f"max_iter must be non-negative, got {max_iter}")
     probabilities = np.asarray(probabilities)
-    _validate(probabilities)
+    validate(probabilities)
     m, n, n_classes = probabilities.shape
     if m == 1 or n == 0:
         return np.ones(n)
@@ -99,7 +99,8 @@ def rashomon_capacity(
     return _multiclass_capacity(probabilities, tol, max_iter)
 
 
-def _validate(p: np.ndarray) -> None:
+def validate(p: np.ndarray) -> None:
+    """Raise ValueError unless ``p`` is (models, examples, classes) probability rows."""
     if p.dtype.kind not in "fiu":
         raise ValueError(f"probabilities must be a real array, got dtype {p.dtype}")
     if p.ndim != 3:
@@ -144,10 +145,20 @@ def _binary_capacity(p: np.ndarray) -> np.ndarray:
     n = p.shape[1]
     low, high = np.full(n, np.inf), np.full(n, -np.inf)
     for block in _model_blocks(p):
-        rows = block.astype(np.float64)
-        p1 = rows[..., 1] / (rows[..., 0] + rows[..., 1])
-        np.minimum(low, p1.min(axis=0), out=low)
-        np.maximum(high, p1.max(axis=0), out=high)
+        share = positive_share(block[..., 0], block[..., 1])
+        np.minimum(low, share.min(axis=0), out=low)
+        np.maximum(high, share.max(axis=0), out=high)
+    return binary_capacity(low, high)
+
+
+def positive_share(p0: np.ndarray, p1: np.ndarray) -> np.ndarray:
+    """P(y = 1) of each row renormalised in float64: all of a binary row that capacity uses."""
+    p1 = p1.astype(np.float64)
+    return p1 / (p0.astype(np.float64) + p1)
+
+
+def binary_capacity(low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """RC per example from the smallest and largest `positive_share` over the set's models."""
     # A tiny negative entry puts p1 just outside [0, 1]: clipping p1 equals clipping the entry.
     return _binary_from_extremes(np.clip(low, 0, 1), np.clip(high, 0, 1))
 

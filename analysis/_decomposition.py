@@ -32,6 +32,8 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
+from rashomon.analysis._moments import MODEL_GROUP, Moments
+
 SEED_AXES = {"init": "init_seed", "order": "order_seed", "data": "data_seed"}
 REMAINDER = "remainder"
 MIN_VARIANCE = 1e-10
@@ -48,9 +50,9 @@ def design_factors(models: pd.DataFrame) -> pd.DataFrame:
 
 
 class SourceDecomposition:
-    """Sequential main-effect sums of squares for one design, applied to chunks of examples."""
+    """Sequential main-effect sums of squares for one design, per example."""
 
-    def __init__(self, factors: pd.DataFrame) -> None:
+    def __init__(self, factors: pd.DataFrame, n_examples: int = 0) -> None:
         self.n_models = len(factors)
         self.axes = _merge_aliased_axes(factors)
         basis = np.full((self.n_models, 1), 1.0 / np.sqrt(self.n_models))
@@ -63,28 +65,26 @@ class SourceDecomposition:
             block = left[:, singular > _RANK_TOLERANCE]  # empty for an axis nested in earlier ones
             ranks.append(block.shape[1])
             basis = np.hstack([basis, block])
-        self._basis = basis[:, 1:]  # the constant column is removed by centring
+        #: (models, columns): each axis's orthonormal block in turn, orthogonal to the constant
+        self.basis = basis[:, 1:]
         self._ranks = np.array(ranks, dtype=int)
-        # (axes, basis columns): sums each axis's own columns, so an empty block sums to 0
-        self._blocks = np.repeat(np.eye(len(ranks)), ranks, axis=1)
-        self._share_sums = np.zeros(len(self.axes) + 1)
-        self._n_varying = 0
+        self._shares = np.zeros((len(self.axes) + 1, n_examples))  # axes and the remainder
+        self._varying = np.zeros(n_examples, bool)
 
-    def add(self, probabilities: np.ndarray) -> None:
-        """Accumulate the per-example shares of a chunk (models, examples, classes)."""
-        values = np.asarray(probabilities, np.float64)
-        n_models, n_examples, n_classes = values.shape
-        centred = (values - values.mean(axis=0)).reshape(n_models, -1)
-        total = np.square(centred).reshape(n_models, n_examples, n_classes).sum(axis=(0, 2))
-        varying = total / n_models > MIN_VARIANCE
-        if not varying.any():
-            return
-        projected = np.square(self._basis.T @ centred).reshape(-1, n_examples, n_classes)
-        explained = self._blocks @ projected.sum(axis=2)
-        shares = explained[:, varying] / total[varying]
-        remainder = np.clip(1.0 - shares.sum(axis=0), 0.0, None)
-        self._share_sums += np.append(shares.sum(axis=1), remainder.sum())
-        self._n_varying += int(varying.sum())
+    def add(self, moments: Moments, examples: slice = slice(None)) -> None:
+        """The shares of ``examples`` from their `Moments` over every model of the set, taken
+        with this `basis`."""
+        total = moments.sum_of_squares().sum(axis=0)
+        varying = total / self.n_models > MIN_VARIANCE
+        explained = np.square(moments.projections).sum(axis=1)  # (basis columns, examples)
+        ends = np.cumsum(self._ranks)
+        shares = np.zeros((len(self.axes) + 1, len(total)))
+        for axis, (end, rank) in enumerate(zip(ends, self._ranks, strict=True)):
+            shares[axis, varying] = explained[end - rank : end, varying].sum(axis=0)
+        shares[:-1, varying] /= total[varying]
+        shares[-1, varying] = np.clip(1.0 - shares[:-1, varying].sum(axis=0), 0.0, None)
+        self._shares[:, examples] = shares
+        self._varying[examples] = varying
 
     def shares(self) -> dict[str, float]:
         """Share of prediction variance per axis and the remainder, averaged over examples.
@@ -92,7 +92,8 @@ class SourceDecomposition:
         Seed axes that do not vary are listed with share 0, so ``init``, ``order`` and ``data``
         are always there (unless merged into an aliased axis such as ``init+order``).
         """
-        return self._named(self._share_sums / max(self._n_varying, 1))
+        n_varying = int(self._varying.sum())
+        return self._named(self._shares[:, self._varying].sum(axis=1) / max(n_varying, 1))
 
     def chance(self) -> dict[str, float]:
         """The expected shares of pure noise, keyed like `shares`: block rank / (m − 1) per axis.
@@ -110,17 +111,19 @@ class SourceDecomposition:
         return {axis: 0.0 for axis in SEED_AXES if axis not in covered} | named
 
 
-def source_decomposition(
-    probabilities: np.ndarray, factors: pd.DataFrame, chunk_examples: int = 1024
-) -> dict[str, float]:
+def source_decomposition(probabilities: np.ndarray, factors: pd.DataFrame) -> dict[str, float]:
     """Shares of prediction variance per design axis (SPEC §6) for an in-memory population.
 
     ``probabilities`` is (models, examples, classes); ``factors`` has one row per model and one
     column per axis (see `design_factors`).
     """
-    decomposition = SourceDecomposition(factors)
-    for start in range(0, probabilities.shape[1], chunk_examples):
-        decomposition.add(probabilities[:, start : start + chunk_examples])
+    n_models, n_examples, n_classes = probabilities.shape
+    decomposition = SourceDecomposition(factors, n_examples)
+    moments = Moments(probabilities[0].T, n_models, decomposition.basis)
+    for start in range(0, n_models, MODEL_GROUP):
+        rows = np.arange(start, min(start + MODEL_GROUP, n_models))
+        moments.add(rows, [probabilities[rows, :, k] for k in range(n_classes)])
+    decomposition.add(moments)
     return decomposition.shares()
 
 

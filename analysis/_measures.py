@@ -19,6 +19,7 @@ NeurIPS.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -50,6 +51,14 @@ def predicted_classes(probabilities: np.ndarray) -> np.ndarray:
     return probabilities.argmax(axis=-1).astype(dtype)
 
 
+def class_columns(classes: Sequence[np.ndarray]) -> np.ndarray:
+    """`predicted_classes` from one array per class (the layout of a pack file's columns)."""
+    if len(classes) == 2:
+        return (classes[1] > classes[0]).view(np.uint8)
+    dtype = np.uint8 if len(classes) <= 256 else np.uint32
+    return np.argmax(np.stack(classes), axis=0).astype(dtype)
+
+
 def ambiguous_examples(predictions: np.ndarray, baseline: int = 0) -> np.ndarray:
     """Per example: does any model of the set predict a class other than the baseline's?"""
     predictions = _check_predictions(predictions, baseline)
@@ -77,7 +86,11 @@ def discrepancy(predictions: np.ndarray, baseline: int = 0) -> float:
 
 def obscurity(predictions: np.ndarray, baseline: int = 0) -> float:
     """Mean over the models other than the baseline of their flip rate (0 for one model)."""
-    rates = flip_rates(predictions, baseline)
+    return mean_flip_rate(flip_rates(predictions, baseline), baseline)
+
+
+def mean_flip_rate(rates: np.ndarray, baseline: int = 0) -> float:
+    """Obscurity from the `flip_rates` of the set's models."""
     return float(np.delete(rates, baseline).mean()) if len(rates) > 1 else 0.0
 
 
@@ -125,9 +138,17 @@ def score_std(probabilities: np.ndarray, baseline: int = 0) -> np.ndarray:
 
 def pattern_count(predictions: np.ndarray) -> int:
     """Number of distinct prediction vectors (ŷ_h(x))_x among the models."""
+    return len(set(row_digests(predictions)))
+
+
+def row_digests(predictions: np.ndarray) -> list[bytes]:
+    """A 128-bit digest of each model's prediction vector: equal vectors, equal digests.
+    Vectors of 0s and 1s are hashed as bits, eight times fewer bytes."""
     predictions = _check_predictions(predictions)
+    if predictions.max(initial=0) <= 1:
+        predictions = np.packbits(predictions, axis=1)  # one length for all: still one-to-one
     rows = np.ascontiguousarray(predictions)
-    return len({hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in rows})
+    return [hashlib.blake2b(row, digest_size=16).digest() for row in rows]
 
 
 def pattern_rashomon_ratio(set_predictions: np.ndarray, pool_predictions: np.ndarray) -> float:

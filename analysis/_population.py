@@ -1,11 +1,13 @@
 """One population's Rashomon set and everything SPEC §6 says about it, for `analyze` and for each
 cohort of ``analyze --by``.
 
-Memory is what limits a population of 10,000 models × 10,000 examples: the sets' probabilities
-are read once (4 bytes per model, example and class) when they fit in ``memory_budget`` together,
-each pack file once for every population, otherwise one set at a time in chunks of examples; every
-measure is computed over chunks of examples so that temporaries stay small. The rest of a pool is
-only needed for its predicted classes (one byte each, for the pattern Rashomon ratio).
+A population of 10,000 models × 10,000 examples holds 800 MB of probabilities, and every measure
+is a reduction over the models of a set: so the pack files are read once, in turn (the next one
+in a background thread), and each set's models are added to running sums as their file comes
+(`MeasureWindow`); nothing is kept per model and example but the predicted classes (one byte
+each, for the pool too: the pattern Rashomon ratio needs them). Only Rashomon capacity with three
+classes or more needs a set's probabilities together; when they, or the sums, do not fit in
+``memory_budget``, the examples are measured in windows, each reading the files again.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ import pandas as pd
 from rashomon.analysis._curves import epsilon_curve, model_count_curve
 from rashomon.analysis._decomposition import SourceDecomposition, design_factors
 from rashomon.analysis._flatness import disagreement_with_set, flatness_statistics, flatness_summary
-from rashomon.analysis._measures import predicted_classes
-from rashomon.analysis._multiplicity import ExampleMeasures
+from rashomon.analysis._measures import class_columns
+from rashomon.analysis._moments import EXAMPLE_BLOCK
+from rashomon.analysis._multiplicity import ExampleMeasures, MeasureWindow
 from rashomon.analysis._rashomon_set import (
     DEFAULT_EPSILON,
     DEFAULT_METRIC,
@@ -34,8 +37,7 @@ from rashomon.jobs import UserError
 
 DEFAULT_SPLIT = "test"
 MISSING = "<missing>"  # the label of a null value (a subgroup, a cohort)
-MEMORY_BUDGET = 1 << 30
-_CHUNK_ELEMENTS = 1 << 22
+MEMORY_BUDGET = 1 << 28
 
 
 class Curves(NamedTuple):
@@ -304,27 +306,17 @@ def analyze_populations(
     ]  # fmt: skip
     decompositions = [
         SourceDecomposition(design_factors(models.set_index("model_id").loc[chosen.model_ids]
-                                           .reset_index()))
+                                           .reset_index()), len(examples))
         for models, chosen in zip(populations, sets, strict=True)
     ]  # fmt: skip
-    fits = sum(c.size for c in sets) * len(examples) * results.n_classes * 4 <= memory_budget
-    if fits:
-        blocks = read_sets(results, split, sets, measures)
-        chunks = [_chunks(block, results.n_classes) for block in blocks]
-    else:
-        chunks = [
-            _read_set_in_chunks(results, split, chosen, part, memory_budget)
-            for chosen, part in zip(sets, measures, strict=True)
-        ]
+    _measure(results, split, sets, measures, decompositions, memory_budget)
     analyses = []
-    for models, chosen, part, decomposition, parts in zip(
-        populations, sets, measures, decompositions, chunks, strict=True
+    for models, chosen, part, decomposition in zip(
+        populations, sets, measures, decompositions, strict=True
     ):
-        for examples_slice, chunk in parts:
-            part.add(chunk, examples_slice)
-            decomposition.add(chunk)
         pool_row = _positions(chosen.pool_model_ids)
-        part.pool_predictions[[pool_row[m] for m in chosen.model_ids]] = part.set_predictions
+        part.set_rows = np.array([pool_row[m] for m in chosen.model_ids])
+        part.pool_predictions[part.set_rows] = part.set_predictions
         analyses.append(
             Analysis(
                 rashomon_set=chosen,
@@ -358,69 +350,68 @@ def _flatness(models: pd.DataFrame, chosen: RashomonSet, measures: ExampleMeasur
     )
 
 
-def chunk_size(n_models: int, n_classes: int) -> int:
-    """Examples per computation chunk: about 4 M probabilities, whatever the set size."""
-    return int(np.clip(_CHUNK_ELEMENTS // (n_models * n_classes), 16, 8192))
-
-
-def read_sets(
+def _measure(
     results: Results,
     split: str,
     sets: Sequence[RashomonSet],
-    measures: Sequence[ExampleMeasures] | None = None,
-) -> list[np.ndarray]:
-    """The probabilities (models, examples, classes) of sets of disjoint pools, each pack file
-    read once. With ``measures``, the other pool models' predicted classes go into them."""
-    n_examples = len(results.split_examples(split))
-    blocks = [np.empty((c.size, n_examples, results.n_classes), np.float32) for c in sets]
-    where: dict[str, tuple[int, int, int]] = {}  # model -> (population, row, 1 if in its set)
+    measures: Sequence[ExampleMeasures],
+    decompositions: Sequence[SourceDecomposition],
+    memory_budget: int,
+) -> None:
+    """Every set's measures and shares from one read of each pack file, while a background
+    thread reads the next: the sets of disjoint pools are measured together. Sets whose sums
+    do not fit in ``memory_budget`` are measured in windows of examples, each reading the files
+    again; the first window also fills in the predicted classes of the pools' other models."""
+    n_examples = measures[0].set_predictions.shape[1]
+    n_classes = results.n_classes
+    per_example = sum(
+        MeasureWindow.bytes_per_example(chosen.size, n_classes, decomposition.basis.shape[1])
+        for chosen, decomposition in zip(sets, decompositions, strict=True)
+    )
+    width = max(EXAMPLE_BLOCK, memory_budget // per_example // EXAMPLE_BLOCK * EXAMPLE_BLOCK)
+    owner: dict[str, tuple[int, int, int]] = {}  # model -> (population, set row or -1, pool row)
     for index, chosen in enumerate(sets):
         set_row = _positions(chosen.model_ids)
-        pool = chosen.pool_model_ids if measures is not None else chosen.model_ids
-        for row, model_id in enumerate(pool):
-            in_set = model_id in set_row
-            where[model_id] = (index, set_row[model_id] if in_set else row, int(in_set))
-    for ids, block in results.iter_split(split, list(where)):
-        population, row, in_set = np.array([where[m] for m in ids]).T
-        for index in np.unique(population):
-            members = (population == index) & (in_set == 1)
-            others = (population == index) & (in_set == 0)
-            blocks[index][row[members]] = block[members]
-            if others.any():
-                measures[index].pool_predictions[row[others]] = predicted_classes(block[others])
+        for pool_row, model_id in enumerate(chosen.pool_model_ids):
+            owner[model_id] = (index, set_row.get(model_id, -1), pool_row)
+    set_ids = [model_id for chosen in sets for model_id in chosen.model_ids]
+    for start in range(0, n_examples, width):
+        examples = slice(start, min(start + width, n_examples))
+        baselines = results.probabilities(split, [c.baseline_model_id for c in sets], examples)
+        windows = [
+            MeasureWindow(part, examples, baseline, decomposition)
+            for part, baseline, decomposition in zip(
+                measures, baselines, decompositions, strict=True
+            )
+        ]
+        wanted = set_ids if start else list(owner)
+        for pack_ids, classes in results.iter_packs(split, wanted):
+            codes = np.array([owner.get(m, (-1, -1, -1)) for m in pack_ids]).reshape(-1, 3)
+            population, set_row, pool_row = codes.T
+            for index in np.unique(population[population >= 0]):
+                members = np.flatnonzero((population == index) & (set_row >= 0))
+                if len(members):
+                    windows[index].add(set_row[members], classes, members)
+                others = np.flatnonzero((population == index) & (set_row < 0))
+                if start == 0 and len(others):
+                    predicted = class_columns([values[others] for values in classes])
+                    measures[index].pool_predictions[pool_row[others]] = predicted
+        for window in windows:
+            window.finish()
+
+
+def read_sets(results: Results, split: str, sets: Sequence[RashomonSet]) -> list[np.ndarray]:
+    """The probabilities (models, examples, classes) of disjoint sets, each pack file read once."""
+    n_examples = len(results.split_examples(split))
+    blocks = [np.empty((c.size, n_examples, results.n_classes), np.float32) for c in sets]
+    owner = {m: (index, row) for index, c in enumerate(sets) for row, m in enumerate(c.model_ids)}
+    for pack_ids, classes in results.iter_packs(split, list(owner)):
+        codes = np.array([owner.get(m, (-1, -1)) for m in pack_ids]).reshape(-1, 2)
+        for index in np.unique(codes[:, 0][codes[:, 0] >= 0]):
+            sources = np.flatnonzero(codes[:, 0] == index)
+            for k, values in enumerate(classes):
+                blocks[index][codes[sources, 1], :, k] = values[sources]
     return blocks
-
-
-def _chunks(block: np.ndarray, n_classes: int) -> Iterator[tuple[slice, np.ndarray]]:
-    step = chunk_size(len(block), n_classes)
-    for start in range(0, block.shape[1], step):
-        yield slice(start, start + step), block[:, start : start + step]
-
-
-def _read_set_in_chunks(
-    results: Results,
-    split: str,
-    chosen: RashomonSet,
-    measures: ExampleMeasures,
-    memory_budget: int,
-) -> Iterator[tuple[slice, np.ndarray]]:
-    """(examples, probabilities) chunks of a set too large for ``memory_budget``, after a pass
-    that fills in the other pool models' predictions; each chunk pass re-reads its files."""
-    n_examples = measures.set_predictions.shape[1]
-    step = chunk_size(chosen.size, results.n_classes)
-    bytes_per_example = chosen.size * results.n_classes * 4
-    pool_row = _positions(chosen.pool_model_ids)
-    set_row = _positions(chosen.model_ids)
-    others = [m for m in chosen.pool_model_ids if m not in set_row]
-    for ids, block in results.iter_split(split, others):
-        measures.pool_predictions[[pool_row[m] for m in ids]] = predicted_classes(block)
-    per_read = max(step, memory_budget // bytes_per_example // step * step)
-    for read_start in range(0, n_examples, per_read):
-        read = slice(read_start, min(read_start + per_read, n_examples))
-        block = results.probabilities(split, chosen.model_ids, read)
-        for start in range(0, block.shape[1], step):
-            absolute = slice(read_start + start, min(read_start + start + step, read.stop))
-            yield absolute, block[:, start : start + step]
 
 
 def _positions(model_ids: list[str]) -> dict[str, int]:

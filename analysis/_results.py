@@ -5,7 +5,8 @@ A folder may be a local path or any URL ``pyarrow.fs`` understands (``s3://``, `
 module adds the analysis views. Nothing is read when a folder is opened; each table is read when
 first asked for. Predictions are the big part (models × examples × classes): the engine writes a
 model's rows of a split contiguously and in ``example_id`` order, so a pack file's probability
-columns reshape straight into an array, and only the packs holding the wanted models are read.
+columns reshape straight into an array (one per class, without a copy), only the packs holding
+the wanted models are read, and the next files are read while the caller works on one.
 Every file read is checked (page checksums, rows, probabilities); damaged packs are a user error
 that names them and the fix.
 """
@@ -13,8 +14,11 @@ that names them and the fix.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -23,9 +27,33 @@ import pyarrow as pa
 from rashomon.engine.store import HISTORY_SCHEMA, Damaged, Layout, ResultsDir
 from rashomon.jobs import SPLITS, UserError, redact
 
+READ_AHEAD = 3  # pack files read while one is measured: a few times a pack's columns in memory
+READ_THREADS = 2  # reading and checking a file costs more than measuring it
+T = TypeVar("T")
+
 
 def _positions(model_ids: Sequence[str]) -> dict[str, int]:
     return {model_id: row for row, model_id in enumerate(model_ids)}
+
+
+def read_ahead(read: Callable[[str], T], keys: Sequence[str], depth: int = READ_AHEAD):
+    """(key, read(key)) for each key in order, with up to ``depth`` later keys read meanwhile
+    by background threads (file reading and Arrow decoding release the GIL). A loop that stops
+    early cancels the reads not started and waits for those in flight: no thread outlives it."""
+    with ThreadPoolExecutor(READ_THREADS, thread_name_prefix="rashomon-read") as pool:
+        pending: deque = deque()
+        try:
+            for key in keys:
+                pending.append((key, pool.submit(read, key)))
+                if len(pending) > depth:
+                    key, future = pending.popleft()
+                    yield key, future.result()
+            while pending:
+                key, future = pending.popleft()
+                yield key, future.result()
+        finally:
+            for _, future in pending:
+                future.cancel()
 
 
 def open_results(dir: str | os.PathLike) -> Results:
@@ -203,23 +231,27 @@ class Results:
         """
         model_ids = self.model_ids if model_ids is None else list(model_ids)
         row_of = _positions(model_ids)
-        out = None
-        for ids, block in self.iter_split(split, model_ids, examples):
-            if out is None:
-                out = np.empty((len(model_ids), *block.shape[1:]), np.float32)
-            out[[row_of[m] for m in ids]] = block
-        if out is None:
-            n_examples = len(self.split_examples(split)["example_id"].to_numpy()[examples])
-            out = np.empty((0, n_examples, self.n_classes), np.float32)
+        n_examples = len(range(*examples.indices(len(self.split_examples(split)))))
+        out = np.empty((len(model_ids), n_examples, self.n_classes), np.float32)
+        for pack_ids, classes in self.iter_packs(split, model_ids):
+            keep = [i for i, model_id in enumerate(pack_ids) if model_id in row_of]
+            rows = [row_of[pack_ids[i]] for i in keep]
+            for k, values in enumerate(classes):
+                out[rows, :, k] = values[keep, examples]
         return out
 
-    def iter_split(
-        self, split: str, model_ids: Sequence[str], examples: slice = slice(None)
-    ) -> Iterator[tuple[list[str], np.ndarray]]:
-        """Per pack file: (its models among ``model_ids``, float32 (models, examples, classes)).
+    def iter_packs(
+        self, split: str, model_ids: Sequence[str]
+    ) -> Iterator[tuple[list[str], list[np.ndarray]]]:
+        """Per pack file holding some of ``model_ids``: every model id of the pack, and one
+        float32 (models, examples) array per class (read-only views of the file's columns).
 
-        Each file is read once, whatever the number of wanted models in it; every wanted model
-        is yielded exactly once, or a `UserError` says which split or file is missing.
+        The packs come in pack id order, whatever the other wanted models: a reduction over the
+        models of one set then adds them in the same order however many sets are measured
+        together, so its result is bitwise the same. The next ones are read and checked by
+        background threads while the caller works on this one: decoding and checking a file
+        costs more than measuring it. A damaged file is reported after the others, in a
+        `UserError` naming them all; so is a wanted model that has no ``split`` predictions.
         """
         if split not in SPLITS:
             raise UserError(f"split {split!r}: expected one of {', '.join(SPLITS)}")
@@ -228,19 +260,17 @@ class Results:
             raise ValueError("model_ids holds duplicates")
         found = 0
         damaged: dict[str, str] = {}
-        packs = self.models.set_index("model_id").loc[list(model_ids), "pack_id"].unique()
-        for pack_id in packs:
-            try:
-                read = self.store.read_split(pack_id, self._packs[pack_id], split, self._layout)
-            except Damaged as error:
-                damaged[pack_id] = str(error)
+        pack_of = self.models.set_index("model_id")["pack_id"]
+        packs = sorted(set(pack_of.loc[list(model_ids)]))
+        for pack_id, read in read_ahead(self._read_pack(split), packs):
+            if isinstance(read, Damaged):
+                damaged[pack_id] = str(read)
                 continue
             if read is None:
                 continue
-            block_ids, block = read
-            keep = np.array([m in wanted for m in block_ids], bool)
-            found += int(keep.sum())
-            yield [m for m, k in zip(block_ids, keep, strict=True) if k], block[keep][:, examples]
+            pack_ids, classes = read
+            found += sum(m in wanted for m in pack_ids)
+            yield pack_ids, classes
         if damaged:
             raise self.store.damage_error(damaged)
         if found != len(model_ids):
@@ -249,6 +279,18 @@ class Results:
                 f"this run stored the splits of its job's output.predictions "
                 f"({', '.join(self._layout.stored or ()) or 'none'})"
             )
+
+    def _read_pack(self, split: str):
+        """A function of a pack id that reads its ``split`` (or returns what is wrong with it)."""
+        packs, layout = self._packs, self._layout  # read here, not in the reading thread
+
+        def read(pack_id: str):
+            try:
+                return self.store.read_split(pack_id, packs[pack_id], split, layout)
+            except Damaged as error:
+                return error
+
+        return read
 
     def _checked(self, read):
         """``read()``, with a damaged or missing examples.parquet as a user error."""

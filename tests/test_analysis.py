@@ -118,6 +118,23 @@ def test_reading_in_chunks_of_examples_changes_nothing(folder):
     assert chunked == whole
 
 
+def test_windows_of_examples_are_measured_exactly_as_one(folder, monkeypatch):
+    """Blocks of 7 examples and a budget of one block: 60 examples in 9 windows, each reading
+    the files again, against one window; and against the default blocks up to rounding."""
+    from rashomon.analysis import _moments, _multiplicity, _population
+
+    root, _, _ = folder
+    default = analyze(root, epsilon=0.05).to_dict()
+    for module in (_moments, _multiplicity, _population):
+        monkeypatch.setattr(module, "EXAMPLE_BLOCK", 7)
+    whole = analyze(root, epsilon=0.05).to_dict()
+    windows = analyze(root, epsilon=0.05, memory_budget=1).to_dict()
+    assert windows == whole
+    shares = whole.pop("source_decomposition")
+    assert shares == pytest.approx(default.pop("source_decomposition"), rel=1e-12, abs=1e-14)
+    assert whole == default
+
+
 def test_subgroups_are_the_measures_on_their_examples(folder):
     root, _frame, probabilities = folder
     analysis = analyze(root, epsilon=0.05)

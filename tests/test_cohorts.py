@@ -111,11 +111,17 @@ def test_each_cohort_has_its_own_set_and_hand_computed_measures(by_optimizer):
 
 
 def test_a_cohort_is_analysed_exactly_as_a_folder_of_its_models_alone(by_optimizer, tmp_path):
+    """Exactly, but for the source decomposition: its sums over models run in pack order, and
+    the alone folder packs the models otherwise, so its shares may differ in the last bits."""
     for name, ids in {"adam": ["a0", "a1", "a2"], "sgd": ["s0", "s1", "s2", "s3", "s4"]}.items():
         alone = write_results(tmp_path / name, ids)
         expected = rashomon.analyze(alone, epsilon=0.01).to_dict()
         del expected["n_pending"]
-        assert by_optimizer.to_dict()["cohorts"][name] == expected, name
+        cohort = by_optimizer.to_dict()["cohorts"][name]
+        shares = cohort.pop("source_decomposition")
+        expected_shares = expected.pop("source_decomposition")
+        assert cohort == expected, name
+        assert shares == pytest.approx(expected_shares, rel=1e-12, abs=1e-14), name
 
 
 def test_cohorts_are_compared_at_the_largest_set_size_every_cohort_reaches(by_optimizer):

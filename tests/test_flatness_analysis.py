@@ -47,6 +47,33 @@ def test_kendall_tau_is_scipys_tau_b_on_finite_pairs():
     assert kendall_tau(x, y) == pytest.approx(kendalltau(x[keep], y[keep]).statistic, abs=1e-12)
 
 
+@pytest.mark.parametrize("n", [2, 3, 17, 64, 1000])
+def test_kendall_tau_is_scipys_bitwise_with_ties_and_at_any_length(n):
+    rng = np.random.default_rng(n)
+    for x, y in [
+        (rng.normal(size=n), rng.normal(size=n)),
+        (rng.integers(0, 3, n).astype(float), rng.normal(size=n)),
+        (rng.integers(0, 4, n).astype(float), rng.integers(0, 5, n).astype(float)),
+    ]:
+        expected = kendalltau(x, y, variant="b").statistic
+        assert kendall_tau(x, y) == expected or math.isnan(expected)
+
+
+def test_analyze_with_flatness_does_not_import_scipy(folder):
+    """scipy.stats takes seconds of CPU to import: more than analyze itself at 10,000 models."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, rashomon; rashomon.analyze(sys.argv[1], epsilon=0.05).to_dict(); "
+        "print('scipy.stats' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(folder[0])], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == ["False"]
+
+
 def test_kendall_tau_is_nan_when_undefined_and_checks_shapes():
     assert math.isnan(kendall_tau([1.0], [2.0]))
     assert math.isnan(kendall_tau([1.0, np.nan, 3.0], [1.0, 2.0, np.nan]))

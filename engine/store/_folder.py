@@ -591,9 +591,13 @@ class ResultsDir:
 
     def read_split(
         self, pack_id: str, models: pa.Table, split: str, layout: Layout
-    ) -> tuple[list[str], np.ndarray] | None:
-        """(model ids, float32 (models, examples, classes)) of one pack's ``split``, checked, or
-        None when the file holds no such split; `Damaged` when it fails a check."""
+    ) -> tuple[list[str], list[np.ndarray]] | None:
+        """(model ids, one float32 (models, examples) array per class) of one pack's ``split``,
+        checked, or None when the file holds no such split; `Damaged` when it fails a check.
+
+        The arrays are read-only views of the file's columns, not copies: a reader that reduces
+        over models one class at a time needs nothing else, and interleaving the classes would
+        cost as much as decoding them."""
         model_ids = models["model_id"].to_pylist()
         ok = np.asarray(models["status"].to_pylist()) == "ok"
         probabilities = [f"prob_{k}" for k in range(layout.n_classes)]
@@ -602,12 +606,11 @@ class ResultsDir:
         if split not in ranges:
             return None
         start, end = ranges[split]
-        n_models, n_examples = len(model_ids), len(layout.split_ids[split])
-        block = np.empty((n_models, n_examples, layout.n_classes), np.float32)
-        for k, name in enumerate(probabilities):
-            values = table[name].slice(start, end - start).to_numpy()
-            block[:, :, k] = values.reshape(n_models, n_examples)
-        return model_ids, block
+        shape = (len(model_ids), len(layout.split_ids[split]))
+        return model_ids, [
+            table[name].slice(start, end - start).to_numpy().reshape(shape)
+            for name in probabilities
+        ]
 
     def _weights(self, pack_id: str, model_ids, deep: bool) -> tuple[dict, dict] | None:
         """Check a weights file; when ``deep``, return its tensors and metadata."""
