@@ -58,13 +58,15 @@ def wine(device: str) -> TrainingData:
 
 
 def assert_same_models(gpu, cpu) -> None:
+    """The same statuses, and the same trained models to float64 rounding (a diverged model's
+    frozen values amplify rounding without bound: only its status is compared)."""
     assert gpu.status == cpu.status
+    ok = [i for i, s in enumerate(cpu.status) if s == "ok"]
     for name, values in cpu.parameters.items():
-        ok = [i for i, s in enumerate(cpu.status) if s == "ok"]
         np.testing.assert_allclose(gpu.parameters[name][ok].numpy(), values[ok].numpy(),
                                    rtol=0, atol=1e-9, err_msg=name)  # fmt: skip
     for split, values in cpu.probabilities.items():
-        np.testing.assert_allclose(gpu.probabilities[split], values, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(gpu.probabilities[split][ok], values[ok], rtol=0, atol=1e-9)
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "sam"])
