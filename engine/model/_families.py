@@ -164,26 +164,20 @@ def forward(
     scaled mask per hidden layer, ``(M, batch, width)``, or is None in eval mode. With
     ``last_linear`` False every layer of ``params`` is followed by its activation (the hidden
     layers alone).
-
-    The activations are held feature-major, ``(M, width, batch)``: each layer is then the GEMM
-    ``weightᵀ hiddenᵀ`` with ``batch`` columns. Example-major, the output layer of a binary
-    classifier is a GEMM with 2 columns, which BLAS runs several times below its speed, forward
-    and backward (a third of the reference MLP's step); feature-major every GEMM of the step is
-    wide, and the gradients come back in the layout of the activations they meet.
     """
     activation = ACTIVATIONS[arch.activation]
     n_layers = len(params) // 2
-    if inputs.dim() == 2:
-        inputs = inputs.expand(len(params[0]), *inputs.shape)
-    hidden = inputs.transpose(1, 2)
+    hidden = inputs
+    if hidden.dim() == 2:
+        hidden = hidden.expand(len(params[0]), *hidden.shape)
     for layer in range(n_layers):
         weight, bias = params[2 * layer], params[2 * layer + 1]
-        hidden = torch.baddbmm(bias.transpose(1, 2), weight.transpose(1, 2), hidden)
+        hidden = torch.baddbmm(bias, hidden, weight)
         if layer < n_layers - 1 or not last_linear:
             hidden = activation(hidden)
             if dropout_masks is not None:
-                hidden = hidden * dropout_masks[layer].transpose(1, 2)
-    return hidden.transpose(1, 2).contiguous()
+                hidden = hidden * dropout_masks[layer]
+    return hidden
 
 
 def per_example_gradient_norms(

@@ -94,7 +94,6 @@ class Learner:
             grads = torch.autograd.grad(ascended.sum(), moved)
             alive &= torch.isfinite(ascended)
         with torch.no_grad():
-            grads = [g.contiguous() for g in grads]  # the optimizer's in-place updates run dense
             for buffer, old in zip(buffers, before, strict=True):
                 buffer.copy_(torch.where(_per_model(alive, buffer), buffer, old))
             self.optimizer.step(self.learnt, grads, lr_factor, alive)
