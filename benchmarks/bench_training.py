@@ -13,8 +13,11 @@ CNN of bench_cnn.py instead (channels [32, 32, 32], kernel 5, pool 2, batch 100)
 FLOPs counted by torch's FlopCounterMode. Rounds repeat the whole measurement and each prints the
 load average, as a shared machine moves every figure.
 
+``--profile`` prints instead where one pack's time goes (torch.profiler: the operators with the
+most self time, by input shape; on a shared machine one thread gives the steadiest shares).
+
 Usage: python benchmarks/bench_training.py [--family mlp] [--models 128] [--epochs 5]
-           [--threads 2] [--device cpu] [--rounds 3] [--sequential-models 8]
+           [--threads 2] [--device cpu] [--rounds 3] [--sequential-models 8] [--profile]
 """
 
 from __future__ import annotations
@@ -112,6 +115,22 @@ def sequential(settings, models, data) -> float:
     return time.perf_counter() - start
 
 
+def profile(settings, models, data, rows: int = 20) -> None:
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU]
+    if data.features.device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    with profile(activities=activities, record_shapes=True) as prof:
+        train_pack(settings, models, data)
+    events = sorted(prof.key_averages(group_by_input_shape=True),
+                    key=lambda e: -e.self_device_time_total - e.self_cpu_time_total)  # fmt: skip
+    total = sum(e.self_cpu_time_total + e.self_device_time_total for e in events)
+    for e in events[:rows]:
+        share = (e.self_cpu_time_total + e.self_device_time_total) / total
+        print(f"{e.key[:28]:28s} {share:6.1%} {e.count:6d}  {str(e.input_shapes)[:70]}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--family", choices=sorted(WORKLOADS), default="mlp")
@@ -122,6 +141,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--profile", action="store_true", help="profile one pack instead")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -148,9 +168,11 @@ def main() -> None:
         f"{settings.batch_size}, {args.epochs} epochs, {per_example / 1e6:.3f} MFLOP per "
         f"example (fwd+bwd), device {device}, {args.threads} threads"
     )
+    train_pack(settings, models[:2], data)  # warm-up: first-call costs are not training
+    if args.profile:
+        return profile(settings, models[:pack_size], data)
     print(f"{'round':>5s} {'contender':40s} {'models/min':>10s} {'MFU':>6s} {'peak GF/s':>9s} "
           f"{'load':>5s}")  # fmt: skip
-    train_pack(settings, models[:2], data)  # warm-up: first-call costs are not training
     for round_ in range(1, args.rounds + 1):
         runs = [(f"batched packs of {pack_size} ({args.models} models)", args.models,
                  lambda: batched(settings, models, data, pack_size))]  # fmt: skip
