@@ -53,10 +53,12 @@ class BatchedOptimizer:
 
         The common case — every model alive — runs fused in-place updates. Once a model has
         diverged, the update is computed out of place and kept only for the live models, so the
-        frozen model's parameters and state stay bit for bit as they were.
+        frozen model's parameters and state stay bit for bit as they were. On an accelerator,
+        reading ``alive`` would make the host wait for the step each time: there the masked
+        update always runs (the same values for the live models), and the host runs ahead.
         """
         self.steps += 1
-        everyone_alive = bool(alive.all())
+        everyone_alive = alive.device.type == "cpu" and bool(alive.all())
         for param, grad, state in zip(params, grads, self.state, strict=True):
             if everyone_alive:
                 self._update(param, grad, state, lr_factor)

@@ -211,7 +211,7 @@ def _dropout_masks(widths, generators, dropout, batch, dtype, device):
     masks = []
     for width in widths:
         uniform = np.stack([g.random((batch, width), dtype=np.float32) for g in generators])
-        uniform = torch.from_numpy(uniform).to(device=device, dtype=dtype)
+        uniform = _to_device(torch.from_numpy(uniform), device).to(dtype)
         masks.append((uniform < keep).to(dtype) / keep)
     return masks
 
@@ -231,6 +231,9 @@ def _fit(settings, family, models, data, learner, buffers, per_model, history) -
     use_noise = any(m.label_noise > 0 for m in models)
     dropout_generators = [_random.numpy_generator(_random.DROPOUT, m.order_seed) for m in models]
     alive = torch.ones(n_models, dtype=torch.bool, device=device)
+    # Every step's minibatches are gathered into this one buffer: a fresh one per step costs
+    # as much again as the gather itself in page faults.
+    gathered = torch.empty(n_models * batch, n_features, dtype=dtype, device=device)
     step = 0
     for epoch in range(settings.epochs):
         order = torch.gather(rows, 1, _epoch_order(models, n_train, epoch).to(device))
@@ -239,8 +242,9 @@ def _fit(settings, family, models, data, learner, buffers, per_model, history) -
             epoch_targets = noisy_targets(models, epoch_targets, epoch, data.n_classes)[0]
         total_loss = torch.zeros(n_models, dtype=torch.float64, device=device)
         for start in range(0, n_train, batch):
-            batch_rows = order[:, start : start + batch]
-            inputs = data.features.index_select(0, batch_rows.reshape(-1))
+            batch_rows = order[:, start : start + batch].reshape(-1)
+            inputs = torch.index_select(data.features, 0, batch_rows,
+                                        out=gathered[: len(batch_rows)])  # fmt: skip
             inputs = inputs.view(n_models, -1, n_features)
             targets = epoch_targets[:, start : start + batch].reshape(-1)
             masks = None
@@ -321,7 +325,7 @@ def _split_metrics(family, params, buffers, data, split):
 @torch.no_grad()
 def _split_pass(family, params, buffers, data, split, probabilities: bool):
     """One eval-mode pass over ``split`` in chunks: mean loss and accuracy per model, and the
-    float32 class probabilities on the CPU when asked for."""
+    float32 class probabilities (on the device, one tensor per chunk) when asked for."""
     indices = data.split_indices[split]
     chunk = evaluation_chunk(family, len(params[0]))
     losses, correct, probs = [], [], []
@@ -334,7 +338,7 @@ def _split_pass(family, params, buffers, data, split, probabilities: bool):
         losses.append(-picked.squeeze(-1).sum(dim=1))
         correct.append((logits.argmax(dim=-1) == labels).sum(dim=1))
         if probabilities:
-            probs.append(log_probs.exp().to(torch.float32).cpu())
+            probs.append(log_probs.exp().to(torch.float32))
     n = max(len(indices), 1)
     loss = torch.stack(losses).sum(0).double() / n
     accuracy = torch.stack(correct).sum(0).double() / n
@@ -350,5 +354,20 @@ def _evaluate(family, params, buffers, data, prediction_splits):
         metrics[f"{split}_loss"] = loss.cpu().numpy()
         metrics[f"{split}_acc"] = accuracy.cpu().numpy()
         if stored:
-            probabilities[split] = torch.cat(probs, dim=1).numpy()
+            probabilities[split] = _to_host(torch.cat(probs, dim=1))
     return metrics, probabilities
+
+
+def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on ``device``; to a GPU through pinned memory, without waiting for it."""
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
+def _to_host(tensor: torch.Tensor) -> np.ndarray:
+    """One copy of a device's results to host memory (pinned, which a GPU fills fastest)."""
+    if tensor.device.type != "cuda":
+        return tensor.numpy()
+    host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+    return host.copy_(tensor).numpy()
