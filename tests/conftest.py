@@ -1,4 +1,10 @@
-"""Shared fixtures. Ray must bind to loopback only: the variable is read when Ray is imported."""
+"""Shared fixtures: the Ray cluster and the PostgreSQL server (the tiny job and its writer are
+in ``_jobs``).
+
+Ray must bind to loopback only: the variable is read when Ray is imported. Tests marked ``slow``
+start multi-node clusters, a PostgreSQL server, an S3 server or ``ray start`` processes;
+``pytest -m "not slow"`` leaves them out (CI runs everything).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 os.environ.pop("RAY_ADDRESS", None)
 
 import pytest
+from _postgres import postgres_storage_url_fixture  # noqa: F401  (postgres_storage_url)
 
 
 @pytest.fixture(scope="module")

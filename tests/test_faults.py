@@ -23,8 +23,8 @@ import pandas as pd
 import pytest
 
 from rashomon.engine.cli import main
-from rashomon.engine.run import _driver
-from rashomon.engine.run._driver import MAX_ATTEMPTS, run_job
+from rashomon.engine.run import _scheduler, run_job
+from rashomon.engine.run._scheduler import MAX_ATTEMPTS, PackScheduler
 from rashomon.jobs import UserError, expand, load_job
 
 JOB = """
@@ -213,13 +213,13 @@ def test_a_trainer_killed_mid_pack_is_replaced_and_its_packs_retried(
     job_file = write_job(tmp_path)
     out = tmp_path / "out"
     retried: list[str] = []  # why each retry happened
-    retry_or_fail = _driver._Scheduler._retry_or_fail
+    retry_or_give_up = PackScheduler._retry_or_give_up
 
-    def spy(self, pack, attempts, queue, reason, progress) -> bool:
+    def spy(self, task, reason, *args) -> None:
         retried.append(reason)
-        return retry_or_fail(self, pack, attempts, queue, reason, progress)
+        retry_or_give_up(self, task, reason, *args)
 
-    monkeypatch.setattr(_driver._Scheduler, "_retry_or_fail", spy)
+    monkeypatch.setattr(PackScheduler, "_retry_or_give_up", spy)
     earlier = trainer_names()  # of earlier runs, maybe not yet reaped
 
     def kill() -> int:
@@ -259,7 +259,7 @@ def test_no_room_for_any_trainer_ends_the_run_with_a_clear_error(cluster, tmp_pa
     """All the CPUs are held elsewhere, as if every node had been lost: no trainer can start,
     and the run must say so instead of waiting forever."""
     ensure_three_nodes(cluster)
-    monkeypatch.setattr(_driver, "START_TIMEOUT", 1.0)
+    monkeypatch.setattr(_scheduler, "START_TIMEOUT", 1.0)
     job, out = load_job(write_job(tmp_path)), tmp_path / "out"
     with cpus_held(3), pytest.raises(UserError, match="no trainer is running and none has"):
         run_job(job, out, address=cluster.address, show_progress=False)

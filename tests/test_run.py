@@ -196,6 +196,28 @@ def test_flatness_recomputes_the_statistics_from_saved_weights(finished_run, tmp
     )
 
 
+def test_an_interrupted_flatness_recompute_continues_where_it_stopped(finished_run, tmp_path):
+    """Each pack's models file is rewritten whole, with the settings it was measured with: run
+    again after an interruption (one pack still as trained), only that pack is measured."""
+    _, out = finished_run
+    copy = shutil.copytree(out, tmp_path / "copy")
+    trained = {p.name: p.read_bytes() for p in (copy / "models").glob("*.parquet")}
+    assert main(["flatness", str(copy), "--set", "trace_probes=8", "--quiet"]) == 0
+    first = pd.read_parquet(copy / "models").set_index("model_id").sort_index()
+    victim = sorted(trained)[0]
+    (copy / "models" / victim).write_bytes(trained[victim])  # not reached before the stop
+    stamps = {p.name: p.stat().st_mtime_ns for p in (copy / "models").glob("*.parquet")}
+    assert main(["flatness", str(copy), "--set", "trace_probes=8", "--quiet"]) == 0
+    rewritten = {
+        p.name
+        for p in (copy / "models").glob("*.parquet")
+        if p.stat().st_mtime_ns != stamps[p.name]
+    }
+    assert rewritten == {victim}
+    again = pd.read_parquet(copy / "models").set_index("model_id").sort_index()
+    pd.testing.assert_frame_equal(again, first)
+
+
 def test_dry_run_plans_and_writes_nothing(tmp_path, capsys):
     job = write_job(tmp_path)
     out = tmp_path / "never"
@@ -253,21 +275,22 @@ def test_driver_killed_with_sigkill_resumes_with_every_model_exactly_once(ray_cl
 
 
 def test_failed_models_are_reported_and_only_they_are_trained_again(finished_run, tmp_path, capsys):
-    from rashomon.engine.run._driver import pending_models
+    from rashomon.engine.run import RunContext
     from rashomon.engine.run._plan import plan_packs
-    from rashomon.engine.store import ResultsDir, models_table
+    from rashomon.engine.store import models_table
     from rashomon.jobs import expand, load_job
 
     job_file, out = finished_run
     job = load_job(job_file)
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
-    results = ResultsDir(copy)
+    context = RunContext.for_job(job, copy)
+    results = context.results
     victim_pack = pd.read_parquet(copy / "models")["pack_id"].iloc[0]
     for folder in ("models", "predictions"):
         (copy / folder / f"{victim_pack}.parquet").unlink()
     (copy / "weights" / f"{victim_pack}.safetensors").unlink()
-    pending, total, _ = pending_models(job, results)
+    pending = context.pending().variants
     [pack] = plan_packs(pending, job.train, len(pending), 13, 3)
     failed = models_table(
         pack.columns() | {"status": ["failed"] * len(pack), "error": ["boom"] * len(pack)}
@@ -277,9 +300,9 @@ def test_failed_models_are_reported_and_only_they_are_trained_again(finished_run
     assert main(["status", str(copy)]) == 1
     text = capsys.readouterr().out
     assert f"failed   {len(pack):>8}" in text and f"pack {pack.pack_id}" in text and "boom" in text
-    still_pending, _, failed_packs = pending_models(job, results)
-    assert {v.model_id for v in still_pending} == {m.model_id for m in pack.models}
-    assert failed_packs == {pack.pack_id} and total == len(expand(job))
+    still = context.pending()
+    assert {v.model_id for v in still.variants} == {m.model_id for m in pack.models}
+    assert still.failed_packs == {pack.pack_id} and still.total == len(expand(job))
 
     assert main(["run", str(job_file), "--out", str(copy), "--quiet"]) == 0
     assert f"{len(pack)} models trained" in capsys.readouterr().out

@@ -4,7 +4,7 @@ train on and what comes back. Plain data, so every layer above can build and rea
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -12,6 +12,8 @@ import torch
 from rashomon.jobs import SPLITS, ModuleRef
 
 PER_MODEL_HPARAMS = ("lr", "momentum", "weight_decay", "dropout")
+# what `PackResult.timings` splits a pack's seconds into (the estimate scales each by its work)
+PHASES = ("training", "evaluation", "flatness")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 EVALUATION_CHUNK = 1024  # examples per batched forward pass when a pack is evaluated
 EVALUATION_ELEMENTS = 1 << 20  # activations of one such pass of an nn.Module family: cache-sized
@@ -95,3 +97,4 @@ class PackResult:
     probabilities: dict[str, np.ndarray]  # split -> (M, n_split, C) float32
     parameters: dict[str, torch.Tensor]  # final stacked parameters and buffers, on CPU
     seconds: float
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase (PHASES)

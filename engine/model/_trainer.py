@@ -36,6 +36,7 @@ from rashomon.engine.model._pack import (
     EVALUATION_CHUNK,
     EVALUATION_ELEMENTS,
     PER_MODEL_HPARAMS,
+    PHASES,
     ModelSpec,
     PackResult,
     PackSettings,
@@ -74,6 +75,7 @@ def _concatenate(parts: Sequence[PackResult]) -> PackResult:
         },
         parameters={k: torch.cat([p.parameters[k] for p in parts]) for k in parts[0].parameters},
         seconds=sum(p.seconds for p in parts),
+        timings={k: sum(p.timings[k] for p in parts) for k in parts[0].timings},
     )
 
 
@@ -104,10 +106,15 @@ def _train_slice(
         eps=settings.eps,
     )
     alive = _fit(settings, family, models, data, params, buffers, optimizer, per_model["dropout"])
+    if device.type == "cuda":  # the phase timings must not run ahead of the device
+        torch.cuda.synchronize(device)
+    trained = time.perf_counter()
     metrics, probabilities = _evaluate(family, params, buffers, data, prediction_splits)
     alive &= _all_finite([*params, *buffers], metrics, probabilities)
+    evaluated = time.perf_counter()
     if flatness is not None:
         metrics |= pack_flatness(family, params, initial, alive, data, flatness, buffers)
+    measured = time.perf_counter()
     names = family.parameter_names() + family.buffer_names()
     return PackResult(
         status=["ok" if a else "diverged" for a in alive.tolist()],
@@ -115,6 +122,9 @@ def _train_slice(
         probabilities=probabilities,
         parameters={n: p.detach().cpu() for n, p in zip(names, [*params, *buffers], strict=True)},
         seconds=time.perf_counter() - start,
+        timings=dict(
+            zip(PHASES, (trained - start, evaluated - trained, measured - evaluated), strict=True)
+        ),
     )
 
 
