@@ -30,7 +30,7 @@ TINY_JOB: dict[str, Any] = {
 def tiny_job(**changes: Any) -> str:
     """`TINY_JOB` as YAML, each section of ``changes`` merged into its own (a value of None
     removes the key): ``tiny_job(population={"seeds": {"init": 2}})``."""
-    return yaml.safe_dump(_merged(TINY_JOB, changes), sort_keys=False)
+    return yaml.safe_dump(_merged(TINY_JOB, changes), sort_keys=False, default_flow_style=None)
 
 
 def _merged(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:

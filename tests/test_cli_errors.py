@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from _cli import CONTROL, command, environment, one_line, rashomon
+from _jobs import write_job
 
 from rashomon.engine.cli import main
 from rashomon.engine.run import TuneSummary, describe_tune, run_job
@@ -60,12 +60,6 @@ def write_data(folder: Path, columns: dict[str, str] | None = None) -> Path:
     frame["label"] = (x[:, 0] + 0.5 * rng.normal(size=160) > 0).astype(int)
     path = folder / "data.csv"
     frame.rename(columns=columns or {}).to_csv(path, index=False)
-    return path
-
-
-def write_job(folder: Path, text: str = JOB, name: str = "job.yaml") -> Path:
-    path = folder / name
-    path.write_text(textwrap.dedent(text))
     return path
 
 

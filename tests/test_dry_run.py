@@ -8,7 +8,10 @@ bounded work of the packs it times, and for writing nothing.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -65,19 +68,43 @@ def oracle(job) -> Counter:
     )
 
 
-def test_dry_run_prints_the_plan_the_compute_and_the_start_up(ray_cluster, tmp_path, capsys):
-    job = write_job(tmp_path, tiny_job(flatness=SMALL_FLATNESS))
-    assert main(["run", str(job), "--out", str(tmp_path / "out"), "--dry-run"]) == 0
-    text = capsys.readouterr().out
-    assert "job tiny: 12 models, 12 to train, 0 done" in text
-    assert "packs: 3 (models per pack 4-4, 1 distinct architectures/settings)" in text
-    assert "estimated output" in text and "weights 6.7 KB" in text  # 12 x 139 float32
-    assert "worker-hours on workers like this machine's (cpu, 1 torch thread each)" in text
-    assert "includes flatness statistics and writing its output" in text
-    assert "estimated wall time:" in text and "with the 2 local workers" in text
-    assert "of which start-up" in text and "(Ray " in text and "trainers " in text
-    assert "1 of 1 pack kinds timed on this machine's trainers, up to 4 models per pack" in text
-    assert "note:" not in text and "huge model" not in text and "read off" not in text
+@pytest.fixture(scope="module")
+def printed(ray_cluster, tmp_path_factory):
+    """The tiny job's dry run from its folder, into a folder that does not exist and into an
+    empty one: what it printed, and whether any file changed."""
+    root = tmp_path_factory.mktemp("dry")
+    job = write_job(root, tiny_job(flatness=SMALL_FLATNESS))
+    (root / "empty").mkdir()
+    before = {p: p.stat().st_mtime_ns for p in files_under(root)}
+    texts, cwd = [], os.getcwd()
+    os.chdir(root)  # nothing in the working directory either
+    try:
+        for out in (root / "never", root / "empty"):
+            with contextlib.redirect_stdout(io.StringIO()) as stdout:
+                assert main(["run", str(job), "--out", str(out), "--dry-run"]) == 0
+            texts.append(stdout.getvalue())
+    finally:
+        os.chdir(cwd)
+    return texts, before == {p: p.stat().st_mtime_ns for p in files_under(root)}
+
+
+def test_dry_run_prints_the_plan_the_compute_and_the_start_up(printed):
+    texts, _ = printed
+    for text in texts:
+        assert "job tiny: 12 models, 12 to train, 0 done" in text
+        assert "packs: 3 (models per pack 4-4, 1 distinct architectures/settings)" in text
+        assert "estimated output" in text and "weights 6.7 KB" in text  # 12 x 139 float32
+        assert "worker-hours on workers like this machine's (cpu, 1 torch thread each)" in text
+        assert "includes flatness statistics and writing its output" in text
+        assert "estimated wall time:" in text and "with the 2 local workers" in text
+        assert "of which start-up" in text and "(Ray " in text and "trainers " in text
+        assert "1 of 1 pack kinds timed on this machine's trainers, up to 4 models per" in text
+        assert "note:" not in text and "huge model" not in text and "read off" not in text
+
+
+def test_a_dry_run_writes_nothing(printed):
+    _, unchanged = printed
+    assert unchanged
 
 
 def test_the_plan_is_the_runs_plan_and_every_phase_is_measured(ray_cluster, tmp_path):
@@ -198,18 +225,6 @@ def test_a_folder_of_another_job_is_refused_as_the_run_refuses_it(tmp_path, caps
     assert main(["run", str(other), "--out", str(tmp_path / "out"), "--dry-run"]) == 2
     error = capsys.readouterr().err
     assert "holds the results of a different job" in error and len(error.splitlines()) == 1
-
-
-def test_a_dry_run_writes_nothing(ray_cluster, tmp_path, monkeypatch, capsys):
-    job = write_job(tmp_path, tiny_job(flatness=SMALL_FLATNESS))
-    monkeypatch.chdir(tmp_path)
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    before = files_under(tmp_path)
-    for out in (tmp_path / "never", empty):
-        assert main(["run", str(job), "--out", str(out), "--dry-run"]) == 0
-    assert "estimated wall time" in capsys.readouterr().out
-    assert files_under(tmp_path) == before
 
 
 def test_a_job_asking_for_gpus_says_where_it_was_calibrated(ray_cluster, tmp_path, capsys):

@@ -31,6 +31,8 @@ from rashomon.engine.store import FolderLock, Owner, ResultsDir, resolve_locatio
 from rashomon.engine.store._lock import STALE_AFTER
 from rashomon.jobs import UserError, expand, load_job
 
+pytestmark = pytest.mark.slow  # an S3 server
+
 JOB = """
 name: remote
 dataset: {source: wine, split: {val: 0.25, test: 0.25, seed: 1}}

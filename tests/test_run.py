@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -18,35 +17,28 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from _jobs import tiny_job, write_job
 from safetensors import safe_open
 
 from rashomon.engine.cli import main
 from rashomon.jobs import FLATNESS_COLUMNS
 
-JOB = """
-name: tiny
-dataset: {source: wine, split: {val: 0.25, test: 0.25, seed: 1}}
-model: {family: mlp, hidden: [8], activation: relu}
-train: {epochs: 3, batch_size: 16, optimizer: sgd, lr: 0.05, momentum: 0.9}
-population:
-  seeds: {init: 3, order: 2, data: 2}
-  grid: {lr: [0.05, 1000000.0], dropout: [0.0, 0.3]}
-resources: {cpus_per_worker: 1, models_per_pack: 5}
-output: {predictions: [val, test], weights: true}
-"""
+# with flatness statistics, and half of the models diverged
+JOB = tiny_job(
+    population={
+        "seeds": {"init": 3, "order": 2, "data": 2},
+        "grid": {"lr": [0.05, 1000000.0], "dropout": [0.0, 0.3]},
+    },
+    resources={"models_per_pack": 5},
+    flatness=None,
+)
 N_MODELS = 3 * 2 * 2 * 2 * 2
-
-
-def write_job(tmp_path: Path, text: str = JOB, name: str = "job.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(text))
-    return path
 
 
 @pytest.fixture(scope="module")
 def finished_run(ray_cluster, tmp_path_factory):
     root = tmp_path_factory.mktemp("run")
-    job = write_job(root)
+    job = write_job(root, JOB)
     out = root / "out"
     assert main(["run", str(job), "--out", str(out), "--quiet"]) == 0
     return job, out
@@ -218,8 +210,22 @@ def test_an_interrupted_flatness_recompute_continues_where_it_stopped(finished_r
     pd.testing.assert_frame_equal(again, first)
 
 
+def test_flatness_of_a_pack_without_weights_stops_with_one_line(finished_run, tmp_path, capsys):
+    """A trainer's user error (here: a pack's weights are gone) ends the recompute at once,
+    in one line, as the driver's would."""
+    _, out = finished_run
+    copy = shutil.copytree(out, tmp_path / "copy")
+    victim = sorted((copy / "weights").glob("*.safetensors"))[0]
+    victim.unlink()
+    capsys.readouterr()
+    assert main(["flatness", str(copy), "--quiet"]) == 2
+    error = capsys.readouterr().err
+    assert f"no saved weights for pack {victim.stem}" in error
+    assert "Traceback" not in error and len(error.splitlines()) == 1
+
+
 def test_dry_run_plans_and_writes_nothing(tmp_path, capsys):
-    job = write_job(tmp_path)
+    job = write_job(tmp_path, JOB)
     out = tmp_path / "never"
     assert main(["run", str(job), "--out", str(out), "--dry-run"]) == 0
     text = capsys.readouterr().out

@@ -13,7 +13,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from rashomon.engine.model import Architecture, ModelSpec, PackSettings, build_family
+from rashomon.engine.model import DTYPES, Architecture, ModelSpec, PackSettings, build_family
 from rashomon.jobs import HYPERPARAMETERS, ModuleRef, column_value
 
 # Measured on the reference workload (benchmarks/bench_training.py): on a CPU, packs beyond ~64
@@ -114,7 +114,7 @@ def auto_pack_size(
         width = n_features + n_classes + 3 * sum(settings.hidden)
     else:  # every layer's output (measured on MNIST-1D CNNs: packs of 8-16 beat 4 and 64)
         width = family.activation_total
-    bytes_per_model = settings.batch_size * width * (8 if settings.dtype == "float64" else 4)
+    bytes_per_model = settings.batch_size * width * DTYPES[settings.dtype].itemsize
     return max(1, min(CPU_PACK_CAP, STEP_MEMORY_BUDGET // bytes_per_model))
 
 
