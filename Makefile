@@ -1,5 +1,6 @@
 # `make demo` sets everything up and trains the quickstart population end to end;
-# `make test` runs the test suite. Both work on a fresh machine.
+# `make test` checks the lint (ruff, the import-linter layer contract) and runs the test suite.
+# Both work on a fresh machine.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -25,7 +26,7 @@ demo: install
 	p = pd.read_parquet('results/quickstart/predictions', filters=[('split', '==', 'test')]); \
 	print(p.head()); print(len(p), 'test predictions')"
 
-test: install
+test: lint
 	$(BIN)/python -m pytest -q tests
 
 lint: install

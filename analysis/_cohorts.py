@@ -42,6 +42,8 @@ from rashomon.engine.store import MODELS_SCHEMA
 from rashomon.jobs import UserError
 
 MAX_COHORTS = 256  # more values than this is a measured column, not a design axis
+SUBSPACE_DIM = "hp_subspace_dim"
+D_INT_SHARE = 0.9  # Li et al.'s d_int90: 90% of the full space's accuracy
 N_DRAWS = 30
 CONFIDENCE = 0.95
 WIDTH = 100  # of the terminal table
@@ -75,6 +77,9 @@ class CohortAnalysis:
         The share of draws between ``low`` and ``high``.
     n_pending : int
         Models of the job not trained yet.
+    intrinsic_dimension : dict or None
+        By ``hp_subspace_dim`` only: d_int90 and the accuracies it is read from
+        (`intrinsic_dimension`).
     """
 
     by: str
@@ -85,6 +90,7 @@ class CohortAnalysis:
     n_draws: int = N_DRAWS
     confidence: float = CONFIDENCE
     n_pending: int = 0
+    intrinsic_dimension: dict | None = None
 
     def __repr__(self) -> str:
         lines = [f"CohortAnalysis(by {self.by}: {len(self.cohorts)} cohorts, each its own set"]
@@ -127,7 +133,11 @@ class CohortAnalysis:
             "equal_size_draws": self.n_draws,
             "equal_size_confidence": self.confidence,
             "at_equal_size": equal,
-        }
+        } | (
+            {}
+            if self.intrinsic_dimension is None
+            else {"intrinsic_dimension": self.intrinsic_dimension}
+        )
 
     def per_example(self) -> pd.DataFrame:
         """`Analysis.per_example` of every cohort, stacked, with the cohort in column ``by``."""
@@ -218,7 +228,36 @@ def analyze_cohorts(
         n_draws=n_draws,
         confidence=confidence,
         n_pending=results.n_pending,
+        intrinsic_dimension=intrinsic_dimension(models) if by == SUBSPACE_DIM else None,
     )
+
+
+def intrinsic_dimension(models: pd.DataFrame, share: float = D_INT_SHARE) -> dict:
+    """d_int90 (Li et al., ICLR 2018): the smallest subspace dimension d > 0 whose cohort's mean
+    validation accuracy, over its ok models, reaches ``share`` (90%) of the full-space cohort's
+    (``hp_subspace_dim`` 0, or null: a model trained before subspaces). None, with the reason,
+    when there is no full-space cohort to compare with or no d reaches it."""
+    ok = models[models["status"] == "ok"]
+    dims = ok[SUBSPACE_DIM].fillna(0).astype("int64")
+    means = ok["val_acc"].groupby(dims).mean().sort_index()
+    by_dim = {str(int(d)): float(v) for d, v in means.items()}
+    found = {"d_int90": None, "share": share, "full_space_val_acc": None, "threshold": None,
+             "val_acc_by_dim": by_dim, "reason": None}  # fmt: skip
+    if 0 not in means.index:
+        found["reason"] = (
+            "no full-space cohort to compare with (no ok model with subspace_dim 0); add 0 to "
+            "train.subspace_dim's values"
+        )
+        return found
+    full = float(means.loc[0])
+    threshold = share * full
+    found |= {"full_space_val_acc": full, "threshold": threshold}
+    reached = [int(d) for d, value in means.items() if d > 0 and value >= threshold - 1e-12]
+    if reached:
+        found["d_int90"] = min(reached)
+    else:
+        found["reason"] = f"no subspace dimension reaches {share:.0%} of the full space's accuracy"
+    return found
 
 
 def cohort_labels(models: pd.DataFrame, by: str) -> pd.Series:
@@ -304,6 +343,8 @@ def format_cohorts(comparison: CohortAnalysis) -> str:
     pairs = list(zip(shares, chance, strict=True))
     lines += _side_by_side(labels, [(a, [_share(s, c, a) for s, c in pairs]) for a in axes])
     lines += _flatness_lines(comparison, labels)
+    if comparison.intrinsic_dimension is not None:
+        lines += intrinsic_dimension_lines(comparison.intrinsic_dimension)
     if comparison.without_ok_models:
         lines.append("cohorts without ok models (no Rashomon set):")
         for label, counts in comparison.without_ok_models.items():
@@ -312,6 +353,24 @@ def format_cohorts(comparison: CohortAnalysis) -> str:
                 + ", ".join(f"{n} {status}" for status, n in counts.items())
             )
     return "\n".join(lines)
+
+
+def intrinsic_dimension_lines(found: dict) -> list[str]:
+    """d_int90 and the accuracies it comes from, for the terminal."""
+    accuracies = ", ".join(f"d={d}: {v:.4g}" for d, v in found["val_acc_by_dim"].items())
+    head = (
+        f"intrinsic dimension d_int90 = {found['d_int90']}: the smallest subspace_dim whose mean "
+        f"val_acc reaches {found['share']:.0%} of the full space's "
+        f"{found['full_space_val_acc']:.4g} (≥ {found['threshold']:.4g})"
+        if found["d_int90"] is not None
+        else f"intrinsic dimension d_int90: none ({found['reason']})"
+    )
+    return textwrap.wrap(head, WIDTH) + textwrap.wrap(
+        f"mean val_acc of the ok models by subspace_dim (0: the full space): {accuracies}",
+        WIDTH,
+        initial_indent="  ",
+        subsequent_indent="  ",
+    )
 
 
 def _headers(names: Sequence[str], by: str) -> tuple[list[str], list[str]]:

@@ -94,3 +94,18 @@ FLATNESS_LEGEND: dict[str, Legend] = {
         "distance from init ‖w − w₀‖₂", "parameter units", "how far training moved the weights"
     ),
 }
+
+SIMPLICITY_LEGEND: dict[str, Legend] = {
+    "feature_effective_rank": Legend(
+        "effective rank of the features", "dimensions", "directions the penultimate layer uses"
+    ),
+    "weight_effective_rank": Legend(
+        "effective rank of the first layer", "dimensions", "directions its weight matrix spans"
+    ),
+}
+
+HISTORY_LEGEND: dict[str, Legend] = {
+    "train_loss": Legend("training loss", "nats", "the epoch's minibatch losses, as trained on"),
+    "val_loss": Legend("validation loss", "nats", "mean cross-entropy on the validation split"),
+    "val_acc": Legend("validation accuracy", "share of examples", "correct on validation", "lower"),
+}

@@ -25,6 +25,11 @@ from rashomon.analysis._multiplicity import MEASURES
 from rashomon.analysis._population import Analysis
 from rashomon.analysis._rashomon_set import metric_values
 from rashomon.analysis._results import Results
+from rashomon.analysis._training import (
+    learning_curves_section,
+    sharpness_section,
+    simplicity_section,
+)
 
 # the curves' panels; self-consistency is 1 − disagreement, the ratios describe the pool
 CURVE_MEASURES = (
@@ -79,6 +84,7 @@ def render_report(
     """The page as one string: deterministic for the same results and analysis."""
     chosen = analysis.rashomon_set
     curves = analysis.curves()
+    by = None if cohorts is None else cohorts.by
     pending = f", {analysis.n_pending} pending" if analysis.n_pending else ""
     title = html.escape(
         f"Rashomon report: {len(results.models)} models ({len(chosen.pool_model_ids)} ok"
@@ -102,6 +108,12 @@ def render_report(
         _subgroup_section(analysis),
         "<h2>Flatness</h2>",
         _flatness_section(analysis, results),
+        "<h2>Learning curves</h2>",
+        learning_curves_section(results, by),
+        "<h2>Sharpness through training: the edge of stability</h2>",
+        sharpness_section(results, by),
+        "<h2>Simplicity</h2>",
+        simplicity_section(results, analysis, by),
         "<h2>Linear mode connectivity</h2>",
         _connectivity_section(results, analysis),
     ]
@@ -265,6 +277,8 @@ def _cohort_section(cohorts: CohortAnalysis | None) -> list[str]:
             "<p class=\"note\">Each statistic's mean over the cohort's Rashomon set: do flatter "
             "cohorts disagree less? (definitions in the flatness section below).</p>",
         ]
+    if cohorts.intrinsic_dimension is not None:
+        parts.append(_intrinsic_dimension(cohorts.intrinsic_dimension))
     if cohorts.without_ok_models:
         rows = "; ".join(
             f"{html.escape(label)}: "
@@ -273,6 +287,40 @@ def _cohort_section(cohorts: CohortAnalysis | None) -> list[str]:
         )
         parts.append(f'<p class="warn">Cohorts without ok models (no Rashomon set): {rows}.</p>')
     return parts
+
+
+def _intrinsic_dimension(found: dict) -> str:
+    """d_int90 (Li et al. 2018) and the mean validation accuracy per subspace dimension."""
+    accuracies = {int(d): v for d, v in found["val_acc_by_dim"].items()}
+    with _figure(1, 1, panel_height=2.8, width=6.5) as (figure, axes):
+        dims = [d for d in accuracies if d > 0]
+        axes.plot(dims, [accuracies[d] for d in dims], marker="o", label="subspace")
+        if found["full_space_val_acc"] is not None:
+            axes.axhline(found["full_space_val_acc"], color="k", lw=0.8, label="full space")
+            axes.axhline(found["threshold"], color="C3", ls="--", lw=0.8,
+                         label=f"{found['share']:.0%} of the full space")  # fmt: skip
+        if found["d_int90"] is not None:
+            axes.axvline(found["d_int90"], color="C3", lw=0.8)
+        if dims and min(dims) > 0:
+            axes.set_xscale("log")
+            plain_numbers(axes.xaxis)
+        axes.set(xlabel="subspace dimension d", ylabel="mean validation accuracy")
+        axes.legend()
+        image = _svg(figure)
+    verdict = (
+        f"<b>d_int90 = {found['d_int90']}</b>: the smallest subspace dimension whose cohort's "
+        f"mean validation accuracy reaches {found['share']:.0%} of the full space's "
+        f"({found['full_space_val_acc']:.4g}, so ≥ {found['threshold']:.4g})."
+        if found["d_int90"] is not None
+        else f"d_int90: none — {html.escape(found['reason'])}."
+    )
+    return (
+        "<h3>Intrinsic dimension</h3>"
+        + image
+        + f'<p class="note">{verdict} Each model trains θ = θ₀ + P z with only z (d values) '
+        "learnt, P a fixed sparse random projection with unit columns (Li et al., ICLR 2018); "
+        "d = 0 is the full space. Accuracies: the mean over each cohort's ok models.</p>"
+    )
 
 
 def _cohort_measures(cohorts: CohortAnalysis) -> pd.DataFrame:

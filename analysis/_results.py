@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from rashomon.engine.store import Damaged, Layout, ResultsDir
+from rashomon.engine.store import HISTORY_SCHEMA, Damaged, Layout, ResultsDir
 from rashomon.jobs import SPLITS, UserError, redact
 
 
@@ -71,6 +71,10 @@ class Results:
         The models with status ``ok``, sorted by ``model_id``: the rows of `probabilities`.
     classes : list of str
         The class names; column k of `probabilities` is ``classes[k]``.
+    history : pandas.DataFrame
+        The learning curves: one row per model and epoch (``model_id``, ``epoch``,
+        ``train_loss``, ``val_loss``, ``val_acc``, ``lr``, ``hessian_top_eig``), of every pack
+        written with them, sorted by ``model_id`` and ``epoch``.
     """
 
     def __init__(self, location: str | os.PathLike) -> None:
@@ -132,6 +136,25 @@ class Results:
             raise UserError(f"{self.location}: no trained models yet; run `rashomon run` first")
         table = pa.concat_tables(self._packs.values())
         return table.to_pandas().sort_values("model_id", ignore_index=True)
+
+    @cached_property
+    def history(self) -> pd.DataFrame:
+        """The learning curves of every model whose pack recorded them (SPEC §5), checked;
+        empty for a run that predates them."""
+        tables, damaged = [], {}
+        for pack_id, models in self._packs.items():
+            try:
+                table = self.store.read_history(pack_id, models)
+            except Damaged as error:
+                damaged[pack_id] = str(error)
+                continue
+            if table is not None:
+                tables.append(table.replace_schema_metadata(None))
+        if damaged:
+            raise self.store.damage_error(damaged)
+        table = pa.concat_tables(tables) if tables else HISTORY_SCHEMA.empty_table()
+        frame = table.to_pandas()
+        return frame.sort_values(["model_id", "epoch"], ignore_index=True)
 
     @property
     def model_ids(self) -> list[str]:

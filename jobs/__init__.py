@@ -22,14 +22,24 @@ from rashomon.jobs._expand import (
 )
 from rashomon.jobs._load import load_job, load_job_text, parse_job
 from rashomon.jobs._modules import ModuleRef, user_frame
-from rashomon.jobs._sections import FLATNESS_COLUMNS, FlatnessConfig, Job
+from rashomon.jobs._sections import (
+    FLATNESS_COLUMNS,
+    HISTORY_COLUMNS,
+    SIMPLICITY_COLUMNS,
+    TRACK_ITERATIONS,
+    FlatnessConfig,
+    Job,
+)
 from rashomon.jobs._space import HYPERPARAMETERS, column_value
 from rashomon.jobs._text import printable, redact
 
 __all__ = [
     "FLATNESS_COLUMNS",
+    "HISTORY_COLUMNS",
     "HYPERPARAMETERS",
+    "SIMPLICITY_COLUMNS",
     "SPLITS",
+    "TRACK_ITERATIONS",
     "DatasetInfo",
     "FlatnessConfig",
     "Job",

@@ -28,7 +28,7 @@ import numpy as np
 
 from rashomon.jobs._errors import UserError
 from rashomon.jobs._sections import Job
-from rashomon.jobs._space import Distribution
+from rashomon.jobs._space import ID_NEUTRAL, Distribution
 from rashomon.jobs._text import canonical_json, show
 
 __all__ = [
@@ -80,15 +80,24 @@ def model_id(
     """
     identity = canonical_json({k: _plain(v) for k, v in dataset_identity.items()})
     fixed = canonical_json({k: _plain(v) for k, v in extra.items()})
-    plain = {k: _plain(v) for k, v in hparams.items() if v is not None}
-    return _IdHasher(identity, fixed, plain).finish(init_seed, order_seed, data_seed)
+    return _IdHasher(identity, fixed, _hashed(hparams)).finish(init_seed, order_seed, data_seed)
+
+
+def _hashed(hparams: Mapping[str, Any]) -> dict[str, Any]:
+    """The hyperparameters a model id hashes: the settings its family or optimizer does not use
+    (null) and the neutral values of the settings added since (`ID_NEUTRAL`: no label noise, the
+    full space) are left out, which keeps the ids of the models that came before them."""
+    return {
+        k: _plain(v)
+        for k, v in hparams.items()
+        if v is not None and not (k in ID_NEUTRAL and v == ID_NEUTRAL[k])
+    }
 
 
 def _id_hparams(job: Job, resolved: Mapping[str, Any]) -> dict[str, Any]:
-    """The hyperparameters as a model id hashes them: the settings its family does not use
-    (null) are left out — which keeps the ids of the families that came before them — and a
-    module model adds its class, arguments and source hash."""
-    plain = {k: _plain(v) for k, v in resolved.items() if v is not None}
+    """The hyperparameters as a model id hashes them (`_hashed`); a module model adds its class,
+    arguments and source hash."""
+    plain = _hashed(resolved)
     if resolved["family"] == "module":
         plain["module"] = job.module_reference().identity()  # type: ignore[union-attr]
     return plain
@@ -185,13 +194,18 @@ def _variant_at(job: Job, position: int) -> ModelVariant:
     seeds, sample = job.population.seeds, job.population.sample
     configuration, seed_index = divmod(position, seeds.count)
     point, draw_index = divmod(configuration, max(sample.n, 1))
+    grids = job.population.grids()
+    number = 0
+    while point >= grids[number].size:  # the grids one after the other
+        point -= grids[number].size
+        number += 1
     grid_values: dict[str, Any] = {}
-    for name, values in reversed(job.population.grid.axes().items()):  # the last varies fastest
+    for name, values in reversed(grids[number].axes().items()):  # the last varies fastest
         point, value_index = divmod(point, len(values))
         grid_values[name] = values[value_index]
     grid_values = dict(reversed(grid_values.items()))
     draw = _draws(job, draw_index, draw_index + 1)[0] if sample.n else {}
-    describe = functools.partial(_origin, grid_values, draw_index, draw)
+    describe = functools.partial(_origin, _grid_name(job, number), grid_values, draw_index, draw)
     resolved = _resolve(job, {**grid_values, **draw}, describe)
     if seeds.paired:
         init_seed, order_seed, data_seed = seed_index, seed_index, 0
@@ -242,22 +256,51 @@ def cohort(
 
 
 def _configurations(job: Job) -> Iterator[tuple[dict[str, Any], Callable[[], str]]]:
-    """(overrides, where they came from) per configuration: grid points outer, draws inner.
+    """(overrides, where they came from) per configuration: grids in order, then grid points,
+    draws inner.
 
     The description is a callable, built only when a configuration turns out to be invalid. The
     draws are generated afresh for each grid point, in chunks, so none of them is kept; repeats
-    are looked for during the first grid point's pass (every point has the same draws).
+    are looked for during the first grid point's pass (every point has the same draws). With
+    several grids, a grid point that resolves like one of an earlier grid is refused when
+    reached: its models would be trained twice under the same ids.
     """
-    axes = job.population.grid.axes()
-    names = list(axes)
-    for number, point in enumerate(itertools.product(*axes.values())):
-        grid_values = dict(zip(names, point, strict=True))
-        for index, draw in enumerate(_iter_draws(job, check_repeats=number == 0)):
-            yield {**grid_values, **draw}, functools.partial(_origin, grid_values, index, draw)
+    grids = job.population.grids()
+    seen: dict[str, str] = {}
+    first = True
+    for number, grid in enumerate(grids):
+        axes = grid.axes()
+        names = list(axes)
+        where = _grid_name(job, number)
+        for point in itertools.product(*axes.values()):
+            grid_values = dict(zip(names, point, strict=True))
+            for index, draw in enumerate(_iter_draws(job, check_repeats=first)):
+                origin = functools.partial(_origin, where, grid_values, index, draw)
+                if len(grids) > 1 and index == 0:
+                    _check_joined(job, seen, grid_values, origin)
+                yield {**grid_values, **draw}, origin
+            first = False
 
 
-def _origin(grid: Mapping[str, Any], index: int, draw: Mapping[str, Any]) -> str:
-    parts = [f"population.grid point {_describe(grid)}"] if grid else []
+def _check_joined(
+    job: Job, seen: dict[str, str], grid_values: Mapping[str, Any], origin: Callable[[], str]
+) -> None:
+    key = canonical_json(_hashed(_resolve(job, dict(grid_values), origin)))
+    if key in seen:
+        raise UserError(
+            f"{job.source}: {origin()} is the same configuration as {seen[key]}: its models "
+            "would be trained twice; make the grids of population.grid disjoint"
+        )
+    seen[key] = origin()
+
+
+def _grid_name(job: Job, number: int) -> str:
+    listed = isinstance(job.population.grid, tuple)
+    return f"population.grid[{number}]" if listed else "population.grid"
+
+
+def _origin(where: str, grid: Mapping[str, Any], index: int, draw: Mapping[str, Any]) -> str:
+    parts = [f"{where} point {_describe(grid)}"] if grid else []
     if draw:
         parts.append(f"population.sample draw {index} ({_describe(draw)})")
     return " and ".join(parts)

@@ -28,6 +28,11 @@ from rashomon.jobs._text import show, type_name
 
 #: The hyperparameters whose combinations with the family the rules judge.
 FAMILY_RULES = ("family", "hidden", "channels", "kernel", "stride", "pool", "dropout")
+#: ... and those of the optimizer's rules (nesterov; sam's settings; ASAM in a subspace).
+OPTIMIZER_RULES = (
+    ("optimizer", "momentum", "nesterov"),
+    ("optimizer", "rho", "sam_normalize", "sam_adaptive", "subspace_dim"),
+)
 
 __all__ = [
     "MAX_JOB_BYTES",
@@ -311,12 +316,14 @@ def _check_combinations(job: Job) -> None:
     Only the keys the rules read are combined, one rule group at a time, so this stays small even
     for huge grids. For sampled ranges the two bounds are tried: the rules are monotone in them.
     """
-    varied = {
-        "population": _candidates(job.population.grid, job.population.sample, "population"),
-        "search": _candidates(None, job.search, "search"),
-    }
-    for candidates in varied.values():
-        for group in (FAMILY_RULES, ("optimizer", "momentum", "nesterov")):
+    listed = isinstance(job.population.grid, tuple)
+    varied = [
+        _candidates(grid, job.population.sample, "population", n if listed else None)
+        for n, grid in enumerate(job.population.grids())
+    ]
+    varied.append(_candidates(None, job.search, "search"))
+    for candidates in varied:
+        for group in (FAMILY_RULES, *OPTIMIZER_RULES):
             axes = [candidates[name] for name in group if name in candidates]
             for combination in itertools.product(*axes):
                 overrides = {name: value for name, value, _ in combination}
@@ -324,11 +331,14 @@ def _check_combinations(job: Job) -> None:
                 job.resolve(overrides, origin=origin)
 
 
-def _candidates(grid: Any, sampled: Any, prefix: str) -> dict[str, list[tuple[str, Any, str]]]:
+def _candidates(
+    grid: Any, sampled: Any, prefix: str, number: int | None = None
+) -> dict[str, list[tuple[str, Any, str]]]:
     found: dict[str, list[tuple[str, Any, str]]] = {}
     if grid is not None:
+        which = "grid" if number is None else f"grid[{number}]"
         for name, values in grid.axes().items():
-            path = f"{prefix}.grid.{name}"
+            path = f"{prefix}.{which}.{name}"
             found[name] = [(name, v, f"{path}[{i}]") for i, v in enumerate(values)]
     where = f"{prefix}.sample" if grid is not None else prefix
     for name, dist in sampled.distributions().items():

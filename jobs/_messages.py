@@ -15,7 +15,7 @@ from typing import Any, get_args
 from pydantic import BaseModel, ValidationError
 
 from rashomon.jobs._base import Section
-from rashomon.jobs._space import HYPERPARAMETERS
+from rashomon.jobs._space import GRID_FORMS, HYPERPARAMETERS
 from rashomon.jobs._text import did_you_mean, join_path, or_list, show
 
 #: Problems listed in one message; the rest are counted.
@@ -40,7 +40,7 @@ def format_errors(exc: ValidationError, source: str, root: type[Section]) -> str
 
 
 def _locate(error: Mapping[str, Any], root: type[Section]) -> str:
-    loc = tuple(error["loc"])
+    loc = tuple(part for part in error["loc"] if part not in GRID_FORMS)
     if error["type"] == "extra_forbidden":
         return _unknown_key(loc[:-1], loc[-1], root)
     if error["type"] == "invalid_key":  # not text: `1:`, `null:`, `true:`
@@ -127,6 +127,8 @@ def _model_at(root: type[Section], loc: Sequence[Any]) -> type[Section] | None:
     """The section model that validates the mapping at `loc`, to list its valid keys."""
     cls: Any = root
     for part in loc:
+        if isinstance(part, int) and not isinstance(part, bool):
+            continue  # an entry of a list of sections (population.grid[1])
         fields = getattr(cls, "model_fields", {})
         if not isinstance(part, str) or part not in fields:
             return None

@@ -49,6 +49,7 @@ from rashomon.jobs._space import (
     CNN_DEFAULTS,
     DEFAULT_HIDDEN,
     HYPERPARAMETERS,
+    SAM_DEFAULTS,
     Activation,
     BatchSize,
     Channels,
@@ -56,28 +57,37 @@ from rashomon.jobs._space import (
     Epochs,
     Family,
     Grid,
+    Grids,
     Hidden,
     Kernel,
+    LabelNoise,
     LearningRate,
     Momentum,
     Nesterov,
     Optimizer,
     Pool,
+    Rho,
+    SamFlag,
     Sample,
     Schedule,
     Search,
     Stride,
+    SubspaceDim,
     WeightDecay,
     family_settings,
     hidden_rule,
     hyperparameter_adapter,
     nesterov_rule,
+    sam_setting_rule,
+    subspace_rule,
     unused_setting_rule,
 )
 from rashomon.jobs._text import canonical_json, join_path, show
 
 __all__ = [
     "FLATNESS_COLUMNS",
+    "HISTORY_COLUMNS",
+    "SIMPLICITY_COLUMNS",
     "DatasetConfig",
     "FlatnessConfig",
     "Job",
@@ -227,7 +237,11 @@ class ModelConfig(Section):
 
 
 class TrainConfig(Section):
-    """Optimisation settings; `betas`/`eps` only affect adam(w), `momentum`/`nesterov` only sgd."""
+    """Optimisation settings; `betas`/`eps` only affect adam(w), `momentum`/`nesterov` sgd and
+    sam (its base step), `rho`/`sam_normalize`/`sam_adaptive` only sam (left out: 0.05, true,
+    false). `label_noise` p replaces each minibatch label by a uniformly random class with
+    probability p; `subspace_dim` d > 0 trains d coordinates of a random subspace (0 or null:
+    the full parameter space)."""
 
     epochs: Epochs = 20
     batch_size: BatchSize = 256
@@ -240,6 +254,25 @@ class TrainConfig(Section):
     weight_decay: WeightDecay = 0.0
     schedule: Schedule = "constant"
     dtype: Literal["float32", "float64"] = "float32"
+    rho: Rho | None = None
+    sam_normalize: SamFlag | None = None
+    sam_adaptive: SamFlag | None = None
+    label_noise: LabelNoise = 0.0
+    subspace_dim: SubspaceDim | None = None
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> Any:
+        # Settings added with sam, label noise and subspaces are left out while unset (or 0,
+        # which means the same), so the jobs written before them keep their hash.
+        dumped = handler(self)
+        if isinstance(dumped, dict):
+            for name in SAM_DEFAULTS:
+                if dumped.get(name) is None:
+                    dumped.pop(name, None)
+            for name in ("label_noise", "subspace_dim"):
+                if not dumped.get(name):
+                    dumped.pop(name, None)
+        return dumped
 
     @field_validator("nesterov")
     @classmethod
@@ -310,27 +343,41 @@ class Seeds(Section):
 
 
 class Population(Section):
-    """Which models to train: configurations (grid × sample draws) × seed triples."""
+    """Which models to train: configurations (grid points × sample draws) × seed triples.
+
+    ``grid`` is one mapping of axes, crossed, or a list of such mappings whose grids are joined
+    (each crossed on its own, then one after the other): the models of a list of grids are those
+    of its grids, in order, and no configuration may be in two of them."""
 
     seeds: Seeds = Seeds(init=10, order=10, data=1)
-    grid: Grid = Grid()  # type: ignore[valid-type]
+    grid: Grids = Grid()  # type: ignore[valid-type]
     sample: Sample = Sample()  # type: ignore[valid-type]
 
     @model_validator(mode="after")
     def _one_source_per_hyperparameter(self) -> Population:
-        both = sorted(set(self.grid.axes()) & set(self.sample.distributions()))
+        gridded = {name for grid in self.grids() for name in grid.axes()}
+        both = sorted(gridded & set(self.sample.distributions()))
         if both:
             name = both[0]
             raise ValueError(
-                f"{name!r} is in both population.grid.{name} and population.sample.{name}; "
+                f"{name!r} is in both population.grid and population.sample.{name}; "
                 "vary it in one of them"
             )
         return self
 
+    def grids(self) -> tuple[Any, ...]:
+        """The grids: one for a mapping, each entry of a list."""
+        return self.grid if isinstance(self.grid, tuple) else (self.grid,)
+
+    @property
+    def grid_points(self) -> int:
+        """Grid points over every grid (1 without a grid)."""
+        return sum(grid.size for grid in self.grids())
+
     @property
     def configurations(self) -> int:
         """Distinct hyperparameter configurations: grid points × sample draws."""
-        return self.grid.size * max(self.sample.n, 1)
+        return self.grid_points * max(self.sample.n, 1)
 
     @property
     def size(self) -> int:
@@ -354,6 +401,18 @@ FLATNESS_COLUMNS = [
 ]
 
 
+#: The simplicity statistics: effective ranks (Roy & Vetterli 2007) of the penultimate-layer
+#: features on the curvature set and of the first layer's weights, computed with SPEC §8's.
+SIMPLICITY_COLUMNS = ["feature_effective_rank", "weight_effective_rank"]
+
+#: The learning-curve columns of ``history/`` (SPEC §5), after ``model_id`` and ``epoch``;
+#: ``hessian_top_eig`` is null unless ``flatness.track`` is on.
+HISTORY_COLUMNS = ["train_loss", "val_loss", "val_acc", "lr", "hessian_top_eig"]
+
+#: Lanczos steps per epoch of `flatness.track`, warm-started from the previous epoch's vector.
+TRACK_ITERATIONS = 20
+
+
 class FlatnessConfig(Section):
     """Flat-minima statistics (SPEC §8): how they are estimated, or ``enabled: false``.
 
@@ -363,6 +422,8 @@ class FlatnessConfig(Section):
     ``rashomon flatness DIR --set key=value``. Lanczos stops a model when the residual of its top
     Ritz pair is at most ``eig_tolerance`` × the eigenvalue, or after ``eig_iterations`` steps;
     ``avg_sharpness`` averages ``avg_pairs`` antithetic pairs (δ, −δ), two losses each.
+    ``track: true`` also records ``hessian_top_eig`` at the end of every epoch in ``history/``:
+    ``track_iterations`` Lanczos steps, each model warm-started from its previous epoch's vector.
     """
 
     enabled: Annotated[bool, Strict()] = True
@@ -377,6 +438,29 @@ class FlatnessConfig(Section):
     avg_sigma: Positive = 0.05
     avg_pairs: PositiveInt = 8
     seed: NonNegativeInt = 0
+    track: Annotated[bool, Strict()] = False
+    track_iterations: PositiveInt = TRACK_ITERATIONS
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> Any:
+        # The tracking settings are left out at their defaults, so the jobs written before them
+        # keep their hash.
+        dumped = handler(self)
+        if isinstance(dumped, dict):
+            if dumped.get("track") is False:
+                del dumped["track"]
+            if dumped.get("track_iterations") == TRACK_ITERATIONS:
+                del dumped["track_iterations"]
+        return dumped
+
+    @model_validator(mode="after")
+    def _track_needs_statistics(self) -> FlatnessConfig:
+        if self.track and not self.enabled:
+            raise ValueError(
+                "track: true records hessian_top_eig through training with the statistics' "
+                "curvature set; it needs enabled: true"
+            )
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -477,16 +561,36 @@ class Job(Section):
                 raise ValueError(f"model.{name}: only with model.module; remove it")
         return self
 
+    def _resolve_sam(self, values: dict[str, Any], overrides: Mapping[str, Any]) -> None:
+        """sam's settings: their defaults for a sam model, null for any other (a base setting
+        meant for the sam models of an optimizer axis does not apply to the others)."""
+        optimizer = values["optimizer"]
+        varies = "optimizer" in overrides or self.varies("optimizer")
+        for name, default in SAM_DEFAULTS.items():
+            if optimizer == "sam":
+                values[name] = default if values[name] is None else values[name]
+                continue
+            checked = name in overrides or not varies
+            if checked and (problem := sam_setting_rule(optimizer, name, values[name])):
+                raise ConfigError(f"train.{name}", problem)
+            values[name] = None
+
+    def varies(self, name: str) -> bool:
+        """Whether grid, sample or search vary hyperparameter ``name``."""
+        return any(name in grid.axes() for grid in self.population.grids()) or any(
+            name in sampled.distributions() for sampled in (self.population.sample, self.search)
+        )
+
     def family_varies(self) -> bool:
         """Whether grid, sample or search vary the family (base settings of one family then
         leave the others alone)."""
-        return "family" in self.population.grid.axes() or any(
-            "family" in sampled.distributions() for sampled in (self.population.sample, self.search)
-        )
+        return self.varies("family")
 
     def families(self) -> set[str]:
         """Every model family the job trains (the base one and those of grid, sample, search)."""
-        found = {self.model.family, *self.population.grid.axes().get("family", ())}
+        found = {self.model.family}
+        for grid in self.population.grids():
+            found |= set(grid.axes().get("family", ()))
         for sampled in (self.population.sample, self.search):
             if (dist := sampled.distributions().get("family")) is not None:
                 found |= set(dist.args)
@@ -572,6 +676,10 @@ class Job(Section):
                 values["nesterov"], values["optimizer"], values["momentum"]
             ):
                 raise ConfigError("train.nesterov", problem)
+            self._resolve_sam(values, overrides)
+            values["subspace_dim"] = values["subspace_dim"] or 0
+            if problem := subspace_rule(values["subspace_dim"], values["sam_adaptive"]):
+                raise ConfigError("train.sam_adaptive", problem)
         except ConfigError as exc:
             if origin is None:
                 origin = "configuration " + ", ".join(

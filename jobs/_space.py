@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 import annotated_types as at
 from pydantic import (
+    BeforeValidator,
+    Discriminator,
     Strict,
+    Tag,
     TypeAdapter,
     create_model,
     field_validator,
@@ -27,6 +30,7 @@ from pydantic import (
 
 from rashomon.jobs._base import (
     MAX_INT,
+    FiniteFloat,
     NonNegative,
     NonNegativeInt,
     Positive,
@@ -42,10 +46,14 @@ __all__ = [
     "CNN_DEFAULTS",
     "CNN_SETTINGS",
     "DEFAULT_HIDDEN",
+    "GRID_FORMS",
     "HYPERPARAMETERS",
+    "ID_NEUTRAL",
     "OBJECTIVES",
+    "SAM_DEFAULTS",
     "Distribution",
     "Grid",
+    "Grids",
     "Hyperparameter",
     "Sample",
     "Search",
@@ -54,6 +62,8 @@ __all__ = [
     "hidden_rule",
     "hyperparameter_adapter",
     "nesterov_rule",
+    "sam_setting_rule",
+    "subspace_rule",
     "unused_setting_rule",
 ]
 
@@ -68,12 +78,23 @@ Activation = Literal["relu", "tanh", "gelu"]
 Dropout = UnitHalfOpen
 Epochs = PositiveInt
 BatchSize = PositiveInt
-Optimizer = Literal["sgd", "adam", "adamw"]
+Optimizer = Literal["sgd", "adam", "adamw", "sam"]
 LearningRate = Positive
 Momentum = UnitHalfOpen
 Nesterov = Annotated[bool, Strict()]
 WeightDecay = NonNegative
 Schedule = Literal["constant", "cosine"]
+Rho = NonNegative
+SamFlag = Annotated[bool, Strict()]
+LabelNoise = Annotated[FiniteFloat, at.Ge(0), at.Le(1)]
+SubspaceDim = NonNegativeInt
+
+#: What ``optimizer: sam``'s own settings resolve to when the job leaves them out (SPEC §4).
+SAM_DEFAULTS: dict[str, Any] = {"rho": 0.05, "sam_normalize": True, "sam_adaptive": False}
+
+#: Values that train a model exactly as before the setting existed: a model id leaves them out,
+#: so the ids of the jobs written before them stay the same.
+ID_NEUTRAL: dict[str, Any] = {"label_noise": 0.0, "subspace_dim": 0}
 
 #: Hidden layers used when `model.hidden` is omitted (null): a one-layer MLP, none for logistic,
 #: and none after a cnn's convolutions (its last block feeds the output layer).
@@ -116,6 +137,11 @@ _HP_TABLE: dict[str, tuple[Literal["model", "train"], type, Any, bool]] = {
     "nesterov": ("train", bool, Nesterov, False),
     "weight_decay": ("train", float, WeightDecay, True),
     "schedule": ("train", str, Schedule, False),
+    "rho": ("train", float, Rho, True),
+    "sam_normalize": ("train", bool, SamFlag, True),
+    "sam_adaptive": ("train", bool, SamFlag, True),
+    "label_noise": ("train", float, LabelNoise, True),
+    "subspace_dim": ("train", int, SubspaceDim, False),
 }
 
 #: The variable hyperparameters, in the order of the `hp_<name>` columns (model, then train).
@@ -203,10 +229,33 @@ def nesterov_rule(nesterov: bool, optimizer: str, momentum: float) -> str | None
     """What is wrong with nesterov under this optimizer and momentum, or None."""
     if not nesterov:
         return None
-    if optimizer != "sgd":
-        return f"nesterov needs optimizer 'sgd' (got {show(optimizer)})"
+    if optimizer not in ("sgd", "sam"):
+        return f"nesterov needs optimizer 'sgd' or 'sam' (got {show(optimizer)})"
     if momentum <= 0:
         return f"nesterov needs momentum > 0 (got {show(momentum)})"
+    return None
+
+
+def sam_setting_rule(optimizer: str, name: str, value: Any) -> str | None:
+    """What is wrong with giving ``name`` (rho, sam_normalize, sam_adaptive) to a model of
+    ``optimizer``, or None."""
+    if optimizer == "sam" or value is None:
+        return None
+    return (
+        f"{name} is a setting of optimizer sam (got {show(value)} with optimizer "
+        f"{show(optimizer)}); remove train.{name} or set train.optimizer: sam"
+    )
+
+
+def subspace_rule(subspace_dim: int, sam_adaptive: bool | None) -> str | None:
+    """What is wrong with ASAM in a random subspace, or None: ASAM scales each weight by its own
+    magnitude, and a subspace model learns coordinates, not weights."""
+    if subspace_dim and sam_adaptive:
+        return (
+            f"sam_adaptive (ASAM) scales each weight by |w| + η, but with subspace_dim "
+            f"{subspace_dim} the learnt values are subspace coordinates, not weights; set "
+            "sam_adaptive: false or subspace_dim: 0"
+        )
     return None
 
 
@@ -403,6 +452,32 @@ Grid = create_model(  # type: ignore[call-overload]
     __doc__="`population.grid`: hyperparameter -> list of values; crossed as a cartesian product.",
     **_GRID_FIELDS,
 )
+#: The two forms of `population.grid`, as pydantic's error locations name them (messages leave
+#: them out): one mapping of axes, or a list of mappings whose grids are joined.
+GRID_FORMS = ("one grid", "union of grids")
+
+
+def _grid_form(value: Any) -> str:
+    return GRID_FORMS[1] if isinstance(value, list | tuple) else GRID_FORMS[0]
+
+
+def _some_grids(value: Any) -> Any:
+    if not value:
+        raise ValueError("an empty list has no models; give one grid or more")
+    return value
+
+
+#: `population.grid`: one grid (axes crossed), or a union of grids (each crossed, then joined,
+#: like scikit-learn's ParameterGrid of a list), for designs a single product cannot express:
+#: plain sgd next to sam at several rho, say.
+Grids = Annotated[
+    Union[  # noqa: UP007 (the tags need the typing form)
+        Annotated[Grid, Tag(GRID_FORMS[0])],
+        Annotated[tuple[Grid, ...], BeforeValidator(_some_grids), Tag(GRID_FORMS[1])],
+    ],
+    Discriminator(_grid_form),
+]
+
 Sample = create_model(  # type: ignore[call-overload]
     "Sample",
     __base__=_SampleBase,

@@ -102,3 +102,15 @@ class DenseBatchNorm(nn.Module):
 
     def forward(self, x):
         return self.head(self.body(x))
+
+
+class FunctionalHead(nn.Module):
+    """A linear body and logits from a parameter of the model itself, not from a layer."""
+
+    def __init__(self, in_shape, n_classes):
+        super().__init__()
+        self.body = nn.Linear(math.prod(in_shape), 5)
+        self.out = nn.Parameter(torch.randn(5, n_classes) * 0.1)
+
+    def forward(self, x):
+        return torch.tanh(self.body(x.flatten(1))) @ self.out

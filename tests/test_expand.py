@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
+import re
 import tracemalloc
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 
 from rashomon.jobs import HYPERPARAMETERS, Job, UserError, load_job, parse_job
 from rashomon.jobs._expand import (
@@ -294,10 +296,11 @@ def test_model_id_is_the_hash_of_everything_that_determines_the_model() -> None:
         document = {
             "dataset": job.dataset.identity(),
             "extra": job.train.fixed_settings(),
-            "hparams": {  # the settings a family does not use (null) are not part of it
+            "hparams": {  # the settings a family or optimizer does not use (null), no label
+                # noise and the full space (the ids of the models before them) are not part of it
                 k: list(v) if k == "hidden" else v
                 for k, v in variant.hparams.items()
-                if v is not None
+                if v is not None and (k, v) not in {("label_noise", 0.0), ("subspace_dim", 0)}
             },
             "seeds": {
                 "init": variant.init_seed,
@@ -445,3 +448,138 @@ def test_a_family_axis_keeps_the_ids_each_family_has_alone() -> None:
     wider = job_of(model={"family": "cnn", "hidden": [16], "channels": [8, 16], "kernel": 3},
                    population={"seeds": 3})  # fmt: skip
     assert not {v.model_id for v in cnn} & {v.model_id for v in expand(wider)}
+
+
+# --- sam, label noise, subspaces and lists of grids ---------------------------------------------
+
+SAM_NAMES = ("rho", "sam_normalize", "sam_adaptive")
+
+
+def test_a_list_of_grids_joins_them_in_order_each_crossed_with_the_sample_and_the_seeds() -> None:
+    job = job_of(
+        population={
+            "seeds": {"init": 2},
+            "grid": [
+                {"optimizer": ["sgd"], "lr": [0.1, 0.3]},
+                {"optimizer": ["sam"], "rho": [0.05, 0.1], "sam_normalize": [True, False]},
+            ],
+            "sample": {"n": 2, "weight_decay": {"loguniform": [1e-5, 1e-3]}},
+        }
+    )
+    variants = expand(job)
+    assert count_models(job) == len(variants) == (2 + 4) * 2 * 2
+    configurations = [
+        (v.hparams["optimizer"], v.hparams["lr"], v.hparams["rho"], v.hparams["sam_normalize"])
+        for v in variants[::4]
+    ]
+    assert configurations == [
+        ("sgd", 0.1, None, None), ("sgd", 0.3, None, None),
+        ("sam", 0.1, 0.05, True), ("sam", 0.1, 0.05, False),
+        ("sam", 0.1, 0.1, True), ("sam", 0.1, 0.1, False),
+    ]  # fmt: skip
+    assert [v.hparams["weight_decay"] for v in variants[:4]] == [
+        variants[0].hparams["weight_decay"]
+    ] * 2 + [variants[2].hparams["weight_decay"]] * 2
+    ids = [v.model_id for v in variants]
+    assert len(set(ids)) == len(ids)
+    positions = [j * (len(ids) - 1) // 6 for j in range(7)]
+    assert [v.model_id for v in sample_variants(job, 7)] == [ids[p] for p in positions]
+    assert list(iter_variants(job)) == variants
+
+
+@pytest.mark.parametrize(
+    ("grid", "message"),
+    [
+        (
+            [{"lr": [0.1]}, {"lr": [0.3, 0.1]}],
+            "population.grid[1] point lr=0.1 is the same configuration as population.grid[0] "
+            "point lr=0.1",
+        ),
+        ([], "population.grid: an empty list has no models"),
+        ([{"lr": [0.1]}, {"lrr": [0.1]}], "population.grid[1].lrr: unknown hyperparameter"),
+        ([{"lr": [0.1]}, {"lr": [-1.0]}], "population.grid[1].lr[0]: must be > 0"),
+        (
+            [{"optimizer": ["sgd"], "rho": [0.1]}],
+            "population.grid[0].optimizer[0] = 'sgd', population.grid[0].rho[0] = 0.1: "
+            "train.rho: rho is a setting of optimizer sam",
+        ),
+    ],
+)
+def test_a_list_of_grids_names_the_grid_at_fault(grid: list, message: str) -> None:
+    with pytest.raises(UserError, match=re.escape(message)):
+        expand(job_of(population={"seeds": 1, "grid": grid}))
+
+
+def test_sam_settings_default_for_sam_models_and_are_null_for_the_others() -> None:
+    job = job_of(
+        train={"optimizer": "sgd", "rho": 0.2},
+        population={"seeds": 1, "grid": {"optimizer": ["sgd", "sam", "adam"]}},
+    )  # the base rho is meant for the sam models of the optimizer axis
+    resolved = [{k: v.hparams[k] for k in ("optimizer", *SAM_NAMES)} for v in expand(job)]
+    assert resolved == [
+        {"optimizer": "sgd", "rho": None, "sam_normalize": None, "sam_adaptive": None},
+        {"optimizer": "sam", "rho": 0.2, "sam_normalize": True, "sam_adaptive": False},
+        {"optimizer": "adam", "rho": None, "sam_normalize": None, "sam_adaptive": None},
+    ]
+    defaults = expand(job_of(train={"optimizer": "sam"}, population={"seeds": 1}))[0].hparams
+    assert (defaults["rho"], defaults["sam_normalize"], defaults["sam_adaptive"]) == (
+        0.05,
+        True,
+        False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("sections", "message"),
+    [
+        ({"train": {"rho": 0.1}}, "train.rho: rho is a setting of optimizer sam"),
+        ({"train": {"optimizer": "adam", "sam_normalize": False}}, "train.sam_normalize:"),
+        ({"train": {"label_noise": 1.5}}, "train.label_noise: must be <= 1"),
+        ({"train": {"subspace_dim": -1}}, "train.subspace_dim: must be >= 0"),
+        (
+            {"train": {"optimizer": "sam", "sam_adaptive": True, "subspace_dim": 10}},
+            "train.sam_adaptive: sam_adaptive (ASAM) scales each weight",
+        ),
+        ({"train": {"optimizer": "adam", "nesterov": True}}, "nesterov needs optimizer 'sgd'"),
+        ({"flatness": {"enabled": False, "track": True}}, "flatness: track: true records"),
+    ],
+)
+def test_the_new_settings_refuse_what_cannot_be_trained(sections: dict, message: str) -> None:
+    with pytest.raises(UserError, match=re.escape(message)):
+        expand(job_of(population={"seeds": 1}, **sections))
+
+
+def test_sam_nesterov_label_noise_and_subspace_are_hyperparameters_of_grids() -> None:
+    job = job_of(
+        train={"optimizer": "sam", "nesterov": True},
+        population={
+            "seeds": 1,
+            "grid": {"label_noise": [0.0, 0.2], "subspace_dim": [0, 50], "sam_adaptive": [False]},
+        },
+    )
+    variants = expand(job)
+    assert [(v.hparams["label_noise"], v.hparams["subspace_dim"]) for v in variants] == [
+        (0.0, 0), (0.0, 50), (0.2, 0), (0.2, 50),
+    ]  # fmt: skip
+    assert len({v.model_id for v in variants}) == 4
+
+
+def test_the_ids_and_hashes_of_jobs_without_the_new_settings_are_unchanged() -> None:
+    """Pinned from the release before sam, label noise and subspaces: a rerun of a folder
+    written then finds its models (ids) and its job (hash)."""
+    job = load_job(JOBS / "quickstart.yaml")
+    variants = expand(job)
+    assert job.job_hash[:12] == "3004cb18fd50"
+    assert (variants[0].model_id, variants[-1].model_id) == ("82ffe31e167368c5", "43f2c672eb70549d")
+    spelled = job_of(train={"label_noise": 0.0, "subspace_dim": 0}, population={"seeds": 2})
+    plain = job_of(population={"seeds": 2})
+    assert spelled.job_hash == plain.job_hash
+    assert [v.model_id for v in expand(spelled)] == [v.model_id for v in expand(plain)]
+    assert job_of(flatness={"track": False}).job_hash == job_of().job_hash
+
+
+def test_a_list_of_grids_round_trips_through_the_resolved_yaml() -> None:
+    job = job_of(population={"seeds": 1, "grid": [{"lr": [0.1]}, {"lr": [0.2], "momentum": [0.5]}]})
+    again = parse_job(yaml.safe_load(job.to_yaml()), "again.yaml")
+    assert again.job_hash == job.job_hash
+    assert [v.model_id for v in expand(again)] == [v.model_id for v in expand(job)]

@@ -194,6 +194,7 @@ def test_a_model_recorded_by_two_packs_is_trained_once_again(trained, tmp_path, 
     store.write_pack(twin, models.set_column(1, "pack_id", pa.array([twin] * models.num_rows)),
                      pq.read_table(out / "predictions" / f"{pack}.parquet"))  # fmt: skip
     shutil.copy(out / "weights" / f"{pack}.safetensors", out / "weights" / f"{twin}.safetensors")
+    shutil.copy(out / "history" / f"{pack}.parquet", out / "history" / f"{twin}.parquet")
     assert main(["status", str(out)]) == 2
     text = capsys.readouterr().out
     for both in (pack, twin):

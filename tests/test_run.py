@@ -153,7 +153,8 @@ def test_analyze_and_report_cover_the_trained_population(finished_run, capsys, t
     page = tmp_path / "report.html"
     assert main(["report", str(out), "--epsilon", "0.05", "--html", str(page)]) == 0
     text = page.read_text()
-    assert text.count("<svg") == 7 and "pool-based" in text  # + flatness, connectivity
+    # + flatness, learning curves, simplicity, connectivity (sharpness was not tracked)
+    assert text.count("<svg") == 9 and "pool-based" in text
     assert not re.search(r"(src|href)=\"(https?:)?//|url\([^#]", text)  # nothing fetched
 
 

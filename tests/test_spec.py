@@ -155,10 +155,14 @@ def test_hyperparameter_table() -> None:
     assert list(HYPERPARAMETERS) == [
         *("family", "hidden", "activation", "dropout", "channels", "kernel", "stride", "pool"),
         *("epochs", "batch_size", "optimizer", "lr", "momentum", "nesterov"),
-        *("weight_decay", "schedule"),
+        *("weight_decay", "schedule", "rho", "sam_normalize", "sam_adaptive", "label_noise"),
+        "subspace_dim",
     ]
     per_model = {name for name, hp in HYPERPARAMETERS.items() if hp.per_model}
-    assert per_model == {"lr", "momentum", "weight_decay", "dropout"}
+    assert per_model == {
+        *("lr", "momentum", "weight_decay", "dropout"),
+        *("rho", "sam_normalize", "sam_adaptive", "label_noise"),
+    }
     for name, hp in HYPERPARAMETERS.items():
         section = ModelConfig if hp.section == "model" else TrainConfig
         assert name in section.model_fields
@@ -304,7 +308,10 @@ def test_base_dir_and_source_are_not_part_of_the_job(tmp_path: Path) -> None:
         (minimal(population={"seeds": True}), "population.seeds: expected a number of seeds"),
         (minimal(population={"seeds": {"init": 0}}), "population.seeds.init: must be >= 1"),
         # choices
-        (minimal(train={"optimizer": "sgdd"}), "train.optimizer: must be 'sgd', 'adam' or"),
+        (
+            minimal(train={"optimizer": "sgdd"}),
+            "train.optimizer: must be 'sgd', 'adam', 'adamw' or",
+        ),
         (minimal(model={"activation": "Relu"}), "did you mean 'relu'?"),
         (minimal(output={"predictions": ["valid"]}), "output.predictions[0]: must be 'train'"),
         (minimal(output={"predictions": ["val", "val"]}), "output.predictions: 'val' is listed"),
@@ -357,7 +364,7 @@ def test_bad_input_names_the_key(document: dict[str, Any], expected: str) -> Non
         ({"grid": {"hidden": [[8], [8]]}}, "population.grid.hidden: [8] is listed twice"),
         (
             {"grid": {"lr": [0.1]}, "sample": {"n": 2, "lr": {"uniform": [0.1, 0.2]}}},
-            "'lr' is in both population.grid.lr and population.sample.lr",
+            "'lr' is in both population.grid and population.sample.lr",
         ),
         # distributions
         ({"sample": {"n": 1, "lr": {"loguniform": [0, 0.1]}}}, "sample.lr.loguniform[0]: must be"),

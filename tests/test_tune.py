@@ -58,20 +58,8 @@ def cohort_values(out: Path, trial: optuna.trial.FrozenTrial) -> tuple[float, fl
 def single(ray_cluster, tmp_path_factory):
     root = tmp_path_factory.mktemp("single")
     out = root / "out"
-    assert (
-        main(
-            [
-                "tune",
-                str(write_job(root, JOB % "[val_acc]")),
-                "--trials",
-                "8",
-                "--out",
-                str(out),
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    job = write_job(root, JOB % "[val_acc]")
+    assert main(["tune", str(job), "--trials", "8", "--out", str(out), "--quiet"]) == 0
     return out
 
 

@@ -35,7 +35,13 @@ from rashomon.engine.model._pack import (
     PackSettings,
     TrainingData,
 )
-from rashomon.engine.model._trainer import pack_flatness, train_pack, training_rows
+from rashomon.engine.model._simplicity import effective_rank, simplicity_statistics
+from rashomon.engine.model._trainer import (
+    noisy_targets,
+    pack_flatness,
+    train_pack,
+    training_rows,
+)
 
 __all__ = [
     "DEVICE_MEMORY_FRACTION",
@@ -55,6 +61,7 @@ __all__ = [
     "build_family",
     "curvature_rows",
     "device_slice",
+    "effective_rank",
     "family_from_description",
     "family_from_weights",
     "flatness_statistics",
@@ -63,7 +70,9 @@ __all__ = [
     "keep_freed_memory",
     "model_memory_bytes",
     "models_fitting",
+    "noisy_targets",
     "pack_flatness",
+    "simplicity_statistics",
     "train_pack",
     "training_rows",
     "weights_metadata",

@@ -68,6 +68,15 @@ class Family(Protocol):
         directions: torch.Tensor,
     ) -> torch.Tensor: ...
 
+    def penultimate(
+        self,
+        params: Sequence[torch.Tensor],
+        inputs: torch.Tensor,
+        buffers: Sequence[torch.Tensor] | None = None,
+    ) -> torch.Tensor | None: ...  # the last layer's input, (M, n, width)
+
+    def first_weights(self, params: Sequence[torch.Tensor]) -> torch.Tensor | None: ...
+
 
 def build_family(settings: PackSettings, in_shape: Sequence[int], n_classes: int) -> Family:
     """The family of a pack with these settings, for examples of ``in_shape`` (built once per

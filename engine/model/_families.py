@@ -95,6 +95,22 @@ class Architecture:
     ) -> torch.Tensor:
         return forward(self, params, inputs, dropout_masks)
 
+    def penultimate(
+        self,
+        params: Sequence[torch.Tensor],
+        inputs: torch.Tensor,
+        buffers: Sequence[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """The last layer's input, (M, n, width), in eval mode: the last hidden layer's
+        activations (a logistic model's: the data)."""
+        if inputs.dim() == 2:
+            inputs = inputs.expand(len(params[0]), *inputs.shape)
+        return forward(self, params[:-2], inputs, last_linear=False)
+
+    def first_weights(self, params: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The first layer's weight matrix, (M, fan_in, fan_out)."""
+        return params[0]
+
     def per_example_squared_norms(
         self,
         params: Sequence[torch.Tensor],
@@ -139,12 +155,15 @@ def forward(
     params: Sequence[torch.Tensor],
     inputs: torch.Tensor,
     dropout_masks: Sequence[torch.Tensor] | None = None,
+    last_linear: bool = True,
 ) -> torch.Tensor:
     """Logits ``(M, batch, classes)``.
 
     ``inputs`` is ``(M, batch, features)`` (each model its own minibatch) or ``(batch, features)``
     (the same examples for every model, as in evaluation). ``dropout_masks`` holds one already
-    scaled mask per hidden layer, ``(M, batch, width)``, or is None in eval mode.
+    scaled mask per hidden layer, ``(M, batch, width)``, or is None in eval mode. With
+    ``last_linear`` False every layer of ``params`` is followed by its activation (the hidden
+    layers alone).
     """
     activation = ACTIVATIONS[arch.activation]
     n_layers = len(params) // 2
@@ -154,7 +173,7 @@ def forward(
     for layer in range(n_layers):
         weight, bias = params[2 * layer], params[2 * layer + 1]
         hidden = torch.baddbmm(bias, hidden, weight)
-        if layer < n_layers - 1:
+        if layer < n_layers - 1 or not last_linear:
             hidden = activation(hidden)
             if dropout_masks is not None:
                 hidden = hidden * dropout_masks[layer]

@@ -23,7 +23,9 @@ import torch.nn.functional as F
 from torch.func import grad, jvp, vjp, vmap
 
 from rashomon.engine.model import _random
+from rashomon.engine.model._sam import asam_scale
 from rashomon.engine.model._second_order import MLPHessian
+from rashomon.jobs import TRACK_ITERATIONS
 
 if TYPE_CHECKING:
     from rashomon.engine.model._build import Family
@@ -48,12 +50,15 @@ class FlatnessSettings:
     avg_sigma: float
     avg_pairs: int
     seed: int
+    track: bool = False  # hessian_top_eig at the end of every epoch, into the history
+    track_iterations: int = TRACK_ITERATIONS
     max_elements: int = 1 << 25  # activations held at once by one batched evaluation
 
     @classmethod
     def from_config(cls, config, **overrides) -> FlatnessSettings:
         """From a job's `FlatnessConfig` (``enabled`` aside)."""
-        return cls(**(config.model_dump(exclude={"enabled"}) | overrides))
+        tracking = {"track": config.track, "track_iterations": config.track_iterations}
+        return cls(**(config.model_dump(exclude={"enabled"}) | tracking | overrides))
 
 
 def curvature_rows(train_indices: torch.Tensor, settings: FlatnessSettings) -> torch.Tensor:
@@ -86,7 +91,7 @@ def flatness_statistics(
         [p.abs() * z for p, z in zip(params, adaptive_probes, strict=True)]
     )
     ones = [torch.ones_like(p) for p in params]
-    asam_scale = _asam_scale(params, family.parameter_names(), settings.asam_eta)
+    scale = asam_scale(params, family.parameter_names(), settings.asam_eta)
     stats = {
         "grad_norm": _norm(gradient),
         "hessian_trace": trace,
@@ -95,7 +100,7 @@ def flatness_statistics(
         "hessian_trace_adaptive": adaptive,
         "fisher_trace": problem.fisher_trace(),
         "sam_sharpness": problem.ascent_loss(gradient, ones, settings.sam_rho) - loss,
-        "asam_sharpness": problem.ascent_loss(gradient, asam_scale, settings.asam_rho) - loss,
+        "asam_sharpness": problem.ascent_loss(gradient, scale, settings.asam_rho) - loss,
         "avg_sharpness": problem.antithetic_losses().mean(dim=0) - loss,
         "weight_norm": _norm(params),
         "dist_from_init": _norm([p - q for p, q in zip(params, initial, strict=True)]),
@@ -175,22 +180,37 @@ class _Problem:
         return quadratic.mean(dim=0), quadratic.std(dim=0) / quadratic.shape[0] ** 0.5
 
     def top_eigenvalue(self) -> torch.Tensor:
-        """Largest Hessian eigenvalue by Lanczos with full reorthogonalisation, per model.
+        """Largest Hessian eigenvalue by Lanczos with full reorthogonalisation, per model (see
+        `top_eigenpair`), from the same random start vector for every model."""
+        return self.top_eigenpair()[0]
+
+    def start_vector(self) -> Parameters:
+        """The common random start of Lanczos: the same unit direction for every model."""
+        gen = _random.generator(PROBES, self.settings.seed, 2)
+        start = [torch.randn(p.shape[1:], generator=gen, dtype=torch.float64) for p in self.params]
+        return [s.to(p).expand_as(p).clone() for s, p in zip(start, self.params, strict=True)]
+
+    def top_eigenpair(
+        self, start: Parameters | None = None, iterations: int | None = None
+    ) -> tuple[torch.Tensor, Parameters]:
+        """Largest Hessian eigenvalue and its Ritz vector (unit length), per model, by Lanczos
+        with full reorthogonalisation from ``start`` (default `start_vector`) for at most
+        ``iterations`` steps (default ``eig_iterations``).
 
         A model stops when the residual of its top Ritz pair (θ, V s), ‖H V s − θ V s‖ = β |s_k|,
         is at most the tolerance times |θ|: θ is then that close to an eigenvalue. (The change of
         θ between steps is no such bound: it stalls next to the second eigenvalue when the top two
         are close.) The Hessian-vector products then run on the models not yet converged only."""
         settings = self.settings
-        gen = _random.generator(PROBES, settings.seed, 2)
-        start = [torch.randn(p.shape[1:], generator=gen, dtype=torch.float64) for p in self.params]
-        vector = [s.to(p).expand_as(p).clone() for s, p in zip(start, self.params, strict=True)]
+        iterations = settings.eig_iterations if iterations is None else iterations
+        vector = self.start_vector() if start is None else [v.clone() for v in start]
         vector = _scale(vector, 1 / _norm(vector))
         basis, alphas, betas = [vector], [], []
         estimate = torch.full((self.n_models,), float("nan"), dtype=torch.float64)
+        ritz_vector = [torch.zeros_like(v) for v in vector]
         active = torch.ones(self.n_models, dtype=torch.bool)
         previous_beta = rows = sub = None
-        for step in range(settings.eig_iterations):
+        for step in range(iterations):
             if rows is None or not torch.equal(rows, active.nonzero().squeeze(1)):
                 rows = active.nonzero().squeeze(1)
                 sub = _Problem(self.family, [p[rows] for p in self.params], self.inputs,
@@ -213,16 +233,22 @@ class _Problem:
             beta = _norm(residual)
             alphas.append(alpha)
             betas.append(beta)
-            ritz, last = _top_ritz_pair(alphas, betas[:-1])
-            converged = beta.double().cpu() * last <= settings.eig_tolerance * ritz.abs()
+            ritz, coefficients = _top_ritz_pair(alphas, betas[:-1])
+            converged = beta.double().cpu() * coefficients[:, -1].abs() <= (
+                settings.eig_tolerance * ritz.abs()
+            )
             estimate = torch.where(active, ritz, estimate)
+            last = step == iterations - 1
+            done = active & (converged | last)
+            if done.any():
+                _combine_into(ritz_vector, basis, coefficients, done)
             active &= ~converged
-            if not active.any() or step == settings.eig_iterations - 1:
+            if not active.any() or last:
                 break
             vector = _scale(residual, 1 / beta.clamp_min(1e-30))
             basis.append(vector)
             previous_beta = beta
-        return estimate
+        return estimate, ritz_vector
 
     def fisher_trace(self) -> torch.Tensor:
         """Exact trace of the Fisher (= Gauss–Newton) matrix: (1/n) Σ_x Σ_k p_k ‖∇ log p_k(x)‖²,
@@ -325,15 +351,6 @@ def _rademacher(
     return probes
 
 
-def _asam_scale(params: Parameters, names: Sequence[str], eta: float) -> Parameters:
-    """T = |w| + η on the tensors named ``…weight`` (layers' weights, and norms' scales), 1 on
-    the rest (biases) (Kwon et al. 2021)."""
-    return [
-        p.abs() + eta if name.endswith("weight") else torch.ones_like(p)
-        for name, p in zip(names, params, strict=True)
-    ]
-
-
 def _dot(a: Parameters, b: Parameters, lead: int = 1) -> torch.Tensor:
     """Per-model inner products: tensors with ``lead`` leading axes ((M, ...) or (P, M, ...))."""
     return sum((x * y).flatten(start_dim=lead).sum(-1) for x, y in zip(a, b, strict=True))
@@ -355,8 +372,8 @@ def _per_model(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 def _top_ritz_pair(
     alphas: list[torch.Tensor], betas: list[torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Largest eigenvalue of each model's Lanczos tridiagonal matrix and |last component| of its
-    eigenvector, (M,) each."""
+    """Largest eigenvalue of each model's Lanczos tridiagonal matrix, (M,), and its eigenvector,
+    (M, k), on the CPU."""
     # models that stopped earlier may hold overflowed entries; their values are discarded
     diagonal = torch.stack(alphas, dim=1).double().nan_to_num(0.0, 0.0, 0.0)
     k = diagonal.shape[1]
@@ -365,4 +382,18 @@ def _top_ritz_pair(
         off = torch.stack(betas, dim=1).double().nan_to_num(0.0, 0.0, 0.0)
         tridiagonal = tridiagonal + torch.diag_embed(off, 1) + torch.diag_embed(off, -1)
     values, vectors = torch.linalg.eigh(tridiagonal)
-    return values[:, k - 1].cpu(), vectors[:, k - 1, k - 1].abs().cpu()
+    return values[:, k - 1].cpu(), vectors[:, :, k - 1].cpu()
+
+
+def _combine_into(
+    target: Parameters, basis: list[Parameters], coefficients: torch.Tensor, rows: torch.Tensor
+) -> None:
+    """target[rows] = Σ_j coefficients[rows, j] basis[j][rows]: the Ritz vectors of ``rows``."""
+    index = rows.nonzero().squeeze(1)
+    for t, tensor in enumerate(target):
+        weights = coefficients[index].to(tensor)
+        combined = sum(
+            _per_model(weights[:, j], tensor[index]) * basis[j][t][index.to(tensor.device)]
+            for j in range(len(basis))
+        )
+        tensor[index.to(tensor.device)] = combined

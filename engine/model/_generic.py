@@ -78,6 +78,7 @@ class ModuleFamily:
         self.n_parameters = sum(math.prod(self._shapes[n]) for n in self._names)
         self.base = self._construct(0).to("meta")  # the stateless skeleton functional_call fills
         self.forward_flops, self.activation_elements, self.activation_total = self._measure(probe)
+        self.head, self.first_layer = self._locate_layers(probe)
 
     # --- what the trainer, the flatness statistics and the weights file need -------------------
 
@@ -158,6 +159,41 @@ class ModuleFamily:
         return vmap(over_examples, in_dims=(0, None, 0), randomness="error")(
             state, inputs, directions
         )
+
+    def penultimate(
+        self,
+        params: Sequence[torch.Tensor],
+        inputs: torch.Tensor,
+        buffers: Sequence[torch.Tensor] | None = None,
+    ) -> torch.Tensor | None:
+        """The input of the layer that produces the logits (`head`), flattened per example,
+        (M, n, width), in eval mode; None when no layer does (logits computed functionally)."""
+        if self.head is None:
+            return None
+        head = self.base.get_submodule(self.head)
+        self.base.eval()
+
+        def one(state, x):
+            captured: list[torch.Tensor] = []
+            handle = head.register_forward_hook(lambda _m, args, _out: captured.append(args[0]))
+            try:
+                self._call(state, x)
+            finally:
+                handle.remove()
+            return captured[-1].flatten(1)
+
+        x = inputs.reshape(*inputs.shape[:-1], *self.in_shape)
+        in_dims = (0, 0 if inputs.dim() == 3 else None)
+        return vmap(one, in_dims=in_dims, randomness="error")(self._state(params, buffers), x)
+
+    def first_weights(self, params: Sequence[torch.Tensor]) -> torch.Tensor | None:
+        """The first parameterised layer's weight, one row per output unit or channel (a
+        convolution's kernels flattened), (M, outputs, inputs); None when there is no such
+        layer."""
+        if self.first_layer is None:
+            return None
+        weight = params[self._names.index(self.first_layer)]
+        return weight.reshape(len(weight), weight.shape[1], -1)
 
     # --- construction and checks --------------------------------------------------------------
 
@@ -290,6 +326,43 @@ class ModuleFamily:
             for hook in hooks:
                 hook.remove()
         return float(counter.get_total_flops()), max(largest), sum(largest)
+
+    def _locate_layers(self, probe: nn.Module) -> tuple[str | None, str | None]:
+        """The layers the simplicity statistics read, found by running the probe on one example
+        through its submodules that hold parameters of their own: ``head``, the last of them
+        called, if it returns the logits; ``first_layer``, the trainable weight (≥ 2 dimensions,
+        named ``weight``) of the first of them called that holds one."""
+        calls: list[tuple[str, nn.Module, Any]] = []
+        hooks = [
+            module.register_forward_hook(
+                lambda m, _args, out, name=name: calls.append((name, m, out))
+            )
+            for name, module in probe.named_modules()
+            if name and any(True for _ in module.parameters(recurse=False))
+        ]
+        try:
+            probe.eval()
+            with torch.no_grad():
+                probe(torch.zeros(1, *self.in_shape))
+        except Exception:  # `check` names what fails
+            return None, None
+        finally:
+            for hook in hooks:
+                hook.remove()
+        heads = [
+            name
+            for name, _, out in calls
+            if isinstance(out, torch.Tensor) and out.shape[-1:] == (self.n_classes,)
+        ]
+        firsts = [
+            f"{name}.weight"
+            for name, module, _ in calls
+            if isinstance(getattr(module, "weight", None), nn.Parameter)
+            and module.weight.dim() >= 2
+            and module.weight.requires_grad
+        ]
+        head = heads[-1] if heads and calls[-1][0] == heads[-1] else None
+        return head, firsts[0] if firsts else None
 
     def _call(self, state: dict[str, torch.Tensor], x: torch.Tensor, *extra: Any) -> torch.Tensor:
         return functional_call(self.base, state, (x, *extra))

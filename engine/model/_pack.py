@@ -11,7 +11,8 @@ import torch
 
 from rashomon.jobs import SPLITS, ModuleRef
 
-PER_MODEL_HPARAMS = ("lr", "momentum", "weight_decay", "dropout")
+PER_MODEL_HPARAMS = ("lr", "momentum", "weight_decay", "dropout", "rho", "label_noise")
+PER_MODEL_FLAGS = ("sam_normalize", "sam_adaptive")
 # what `PackResult.timings` splits a pack's seconds into (the estimate scales each by its work)
 PHASES = ("training", "evaluation", "flatness")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -75,6 +76,7 @@ class PackSettings:
     stride: int = 0
     pool: int = 0
     module: ModuleRef | None = None  # the user's class of a module pack
+    subspace_dim: int = 0  # d > 0: train d coordinates of a random subspace (Li et al. 2018)
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,10 @@ class ModelSpec:
     momentum: float
     weight_decay: float
     dropout: float
+    rho: float = 0.0  # sam: the radius of the ascent step
+    sam_normalize: bool = True  # sam: ε = ρ g/‖g‖ (SAM), else ε = ρ g (USAM)
+    sam_adaptive: bool = False  # sam: ASAM's scale T = |w| + η on weights
+    label_noise: float = 0.0  # probability that a minibatch label is a random class
 
 
 @dataclass
@@ -97,4 +103,5 @@ class PackResult:
     probabilities: dict[str, np.ndarray]  # split -> (M, n_split, C) float32
     parameters: dict[str, torch.Tensor]  # final stacked parameters and buffers, on CPU
     seconds: float
+    history: dict[str, np.ndarray] = field(default_factory=dict)  # column -> (M, epochs)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase (PHASES)

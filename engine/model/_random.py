@@ -1,10 +1,12 @@
 """Per-model random streams.
 
 Every source of randomness belongs to one model and one seed axis — ``init`` draws the initial
-weights, ``order`` the minibatch order and dropout masks, ``data`` the bootstrap resample — and is
-seeded from that axis alone. A model therefore sees the same random numbers whichever pack it
-trains in and whoever its pack-mates are, which is what makes pack invariance, divergence isolation
-and resume-after-kill exact rather than approximately true.
+weights (and a subspace model's projection), ``order`` the minibatch order, the dropout masks and
+the label noise, ``data`` the bootstrap resample — and is seeded from that axis alone, each use
+from a stream of its own (so adding label noise changes neither the order nor the masks). A
+model therefore sees the same random numbers whichever pack it trains in and whoever its
+pack-mates are, which is what makes pack invariance, divergence isolation and resume-after-kill
+exact rather than approximately true.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import torch
 INIT = "init"
 ORDER = "order"
 DROPOUT = "dropout"
+LABEL_NOISE = "label_noise"
+SUBSPACE = "subspace"
 DATA = "data"
 
 

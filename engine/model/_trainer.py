@@ -30,11 +30,13 @@ from rashomon.engine.model import _random
 from rashomon.engine.model._build import Family, build_family
 from rashomon.engine.model._families import Architecture
 from rashomon.engine.model._flatness import FlatnessSettings, curvature_rows, flatness_statistics
-from rashomon.engine.model._optim import BatchedOptimizer
+from rashomon.engine.model._history import History
+from rashomon.engine.model._learner import Learner
 from rashomon.engine.model._pack import (
     DTYPES,
     EVALUATION_CHUNK,
     EVALUATION_ELEMENTS,
+    PER_MODEL_FLAGS,
     PER_MODEL_HPARAMS,
     PHASES,
     ModelSpec,
@@ -42,7 +44,8 @@ from rashomon.engine.model._pack import (
     PackSettings,
     TrainingData,
 )
-from rashomon.jobs import FLATNESS_COLUMNS, SPLITS
+from rashomon.engine.model._simplicity import simplicity_statistics
+from rashomon.jobs import FLATNESS_COLUMNS, SIMPLICITY_COLUMNS, SPLITS
 
 
 def train_pack(
@@ -54,7 +57,8 @@ def train_pack(
     max_models: int | None = None,
 ) -> PackResult:
     """Train every model of the pack, evaluate it on all three splits and, unless ``flatness``
-    is None, measure its flat-minima statistics (SPEC §8; NaN for diverged models).
+    is None, measure its flat-minima and simplicity statistics (SPEC §8; NaN for diverged
+    models). The result holds each model's learning curves (`History`).
 
     A pack larger than ``max_models`` (what fits the device's memory) trains in consecutive
     slices; as no model depends on its pack-mates, the result is the same."""
@@ -75,6 +79,7 @@ def _concatenate(parts: Sequence[PackResult]) -> PackResult:
         },
         parameters={k: torch.cat([p.parameters[k] for p in parts]) for k in parts[0].parameters},
         seconds=sum(p.seconds for p in parts),
+        history={k: np.concatenate([p.history[k] for p in parts]) for k in parts[0].history},
         timings={k: sum(p.timings[k] for p in parts) for k in parts[0].timings},
     )
 
@@ -95,17 +100,15 @@ def _train_slice(
         name: torch.tensor([getattr(m, name) for m in models], dtype=dtype, device=device)
         for name in PER_MODEL_HPARAMS
     }
-    optimizer = BatchedOptimizer(
-        params,
-        settings.optimizer,
-        lr=per_model["lr"],
-        weight_decay=per_model["weight_decay"],
-        momentum=per_model["momentum"],
-        nesterov=settings.nesterov,
-        betas=settings.betas,
-        eps=settings.eps,
-    )
-    alive = _fit(settings, family, models, data, params, buffers, optimizer, per_model["dropout"])
+    flags = {
+        name: torch.tensor([getattr(m, name) for m in models], dtype=torch.bool, device=device)
+        for name in PER_MODEL_FLAGS
+    }
+    learner = Learner(settings, family.parameter_names(), models, params, per_model, flags)
+    curvature = None if flatness is None else curvature_rows(data.split_indices["train"], flatness)
+    history = History(family, data, flatness, curvature)
+    alive = _fit(settings, family, models, data, learner, buffers, per_model, history)
+    params = learner.final()
     if device.type == "cuda":  # the phase timings must not run ahead of the device
         torch.cuda.synchronize(device)
     trained = time.perf_counter()
@@ -122,6 +125,7 @@ def _train_slice(
         probabilities=probabilities,
         parameters={n: p.detach().cpu() for n, p in zip(names, [*params, *buffers], strict=True)},
         seconds=time.perf_counter() - start,
+        history=history.arrays(metrics["val_loss"], metrics["val_acc"]),
         timings=dict(
             zip(PHASES, (trained - start, evaluated - trained, measured - evaluated), strict=True)
         ),
@@ -137,20 +141,24 @@ def pack_flatness(
     settings: FlatnessSettings,
     buffers: Sequence[torch.Tensor] = (),
 ) -> dict[str, np.ndarray]:
-    """SPEC §8 statistics of the models that did not diverge (NaN for the others)."""
+    """SPEC §8 statistics and the simplicity statistics of the models that did not diverge
+    (NaN for the others)."""
     rows = curvature_rows(data.split_indices["train"], settings)
     keep = alive.nonzero().squeeze(1)
-    stats = {name: np.full(len(alive), np.nan) for name in FLATNESS_COLUMNS}
+    stats = {name: np.full(len(alive), np.nan) for name in FLATNESS_COLUMNS + SIMPLICITY_COLUMNS}
     if len(keep):
+        kept = [p[keep] for p in params]
         found = flatness_statistics(
             family,
-            [p[keep] for p in params],
+            kept,
             [p[keep] for p in initial],
             data.features[rows],
             data.labels[rows],
             settings,
             [b[keep] for b in buffers],
         )
+        found |= simplicity_statistics(family, kept, data.features[rows],
+                                       [b[keep] for b in buffers])  # fmt: skip
         for name, values in found.items():
             stats[name][keep.cpu().numpy()] = values
     return stats
@@ -179,6 +187,25 @@ def _epoch_order(models: Sequence[ModelSpec], n_train: int, epoch: int) -> torch
     )
 
 
+def noisy_targets(
+    models: Sequence[ModelSpec], targets: torch.Tensor, epoch: int, n_classes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Label noise (Blanc et al. 2020) for one epoch: ``targets`` (M, n) in the epoch's order,
+    each replaced by a uniformly random class (possibly its own) with its model's probability
+    ``label_noise``. Returns the noisy targets and which were replaced. Each model's draws come
+    from its order seed's label-noise stream for this epoch, one uniform and one class per
+    position, whatever its probability: pack invariant, and with p = 0 nothing changes."""
+    n = targets.shape[1]
+    uniforms, classes = [], []
+    for m in models:
+        generator = _random.generator(_random.LABEL_NOISE, m.order_seed, epoch)
+        uniforms.append(torch.rand(n, generator=generator, dtype=torch.float64))
+        classes.append(torch.randint(n_classes, (n,), generator=generator))
+    probability = torch.tensor([m.label_noise for m in models], dtype=torch.float64)
+    replaced = (torch.stack(uniforms) < probability.unsqueeze(1)).to(targets.device)
+    return torch.where(replaced, torch.stack(classes).to(targets.device), targets), replaced
+
+
 def _lr_factor(schedule: str, step: int, total_steps: int) -> float:
     if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
@@ -199,7 +226,7 @@ def _dropout_masks(widths, generators, dropout, batch, dtype, device):
     return masks
 
 
-def _fit(settings, family, models, data, params, buffers, optimizer, dropout) -> torch.Tensor:
+def _fit(settings, family, models, data, learner, buffers, per_model, history) -> torch.Tensor:
     """Train in place; returns which models are alive. A diverged model keeps the buffers it had
     before the step that diverged it, as it keeps its parameters."""
     device, dtype = data.features.device, data.features.dtype
@@ -209,19 +236,23 @@ def _fit(settings, family, models, data, params, buffers, optimizer, dropout) ->
     batch = settings.batch_size
     steps_per_epoch = math.ceil(n_train / batch)
     total_steps = settings.epochs * steps_per_epoch
+    dropout = per_model["dropout"]
     use_dropout = bool((dropout > 0).any()) and bool(family.dropout_widths)
+    use_noise = any(m.label_noise > 0 for m in models)
     dropout_generators = [_random.numpy_generator(_random.DROPOUT, m.order_seed) for m in models]
     alive = torch.ones(n_models, dtype=torch.bool, device=device)
-    for p in params:
-        p.requires_grad_(True)
     step = 0
     for epoch in range(settings.epochs):
         order = torch.gather(rows, 1, _epoch_order(models, n_train, epoch).to(device))
+        epoch_targets = data.labels[order]
+        if use_noise:
+            epoch_targets = noisy_targets(models, epoch_targets, epoch, data.n_classes)[0]
+        total_loss = torch.zeros(n_models, dtype=torch.float64, device=device)
         for start in range(0, n_train, batch):
             batch_rows = order[:, start : start + batch]
             inputs = data.features.index_select(0, batch_rows.reshape(-1))
             inputs = inputs.view(n_models, -1, n_features)
-            targets = data.labels.index_select(0, batch_rows.reshape(-1))
+            targets = epoch_targets[:, start : start + batch].reshape(-1)
             masks = None
             if use_dropout:
                 masks = _dropout_masks(
@@ -232,25 +263,35 @@ def _fit(settings, family, models, data, params, buffers, optimizer, dropout) ->
                     dtype,
                     device,
                 )
-            before = [b.clone() for b in buffers]
-            logits = family.forward(params, inputs, masks, buffers, train=True)
-            losses = (
-                F.cross_entropy(logits.reshape(-1, data.n_classes), targets, reduction="none")
-                .view(n_models, -1)
-                .mean(dim=1)
-            )
-            grads = torch.autograd.grad(losses.sum(), params)
-            alive &= torch.isfinite(losses)
-            for buffer, old in zip(buffers, before, strict=True):
-                buffer.copy_(torch.where(_per_model(alive, buffer), buffer, old))
-            with torch.no_grad():
-                optimizer.step(
-                    params, grads, _lr_factor(settings.schedule, step, total_steps), alive
+
+            def losses_of(params, state, inputs=inputs, targets=targets, masks=masks):
+                logits = family.forward(params, inputs, masks, state, train=True)
+                return (
+                    F.cross_entropy(logits.reshape(-1, data.n_classes), targets, reduction="none")
+                    .view(n_models, -1)
+                    .mean(dim=1)
                 )
+
+            factor = _lr_factor(settings.schedule, step, total_steps)
+            losses = learner.step(losses_of, buffers, factor, alive)
+            total_loss += losses.double() * inputs.shape[1]
             step += 1
-    for p in params:
-        p.requires_grad_(False)
+        _record_epoch(history, family, learner, buffers, data, alive,
+                      total_loss / n_train, per_model["lr"] * factor,
+                      last=epoch == settings.epochs - 1)  # fmt: skip
     return alive
+
+
+def _record_epoch(history, family, learner, buffers, data, alive, train_loss, lr, last) -> None:
+    """The epoch's record; the last epoch's validation values come from the final evaluation."""
+    with torch.no_grad():
+        params = [p.detach() for p in learner.parameters()]
+        if not last:
+            loss, acc = _split_metrics(family, params, buffers, data, "val")
+            history.record(val_loss=loss, val_acc=acc)
+    history.record(train_loss=train_loss, lr=lr)
+    if history.tracker is not None:
+        history.record(hessian_top_eig=history.tracker.measure(params, buffers, alive))
 
 
 def _per_model(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -281,26 +322,43 @@ def evaluation_chunk(family: Family, n_models: int) -> int:
 
 
 @torch.no_grad()
+def _split_metrics(family, params, buffers, data, split):
+    """Mean loss and accuracy of every model on ``split``, (M,) float64, on the device."""
+    losses, correct, _ = _split_pass(family, params, buffers, data, split, probabilities=False)
+    return losses, correct
+
+
+@torch.no_grad()
+def _split_pass(family, params, buffers, data, split, probabilities: bool):
+    """One eval-mode pass over ``split`` in chunks: mean loss and accuracy per model, and the
+    float32 class probabilities on the CPU when asked for."""
+    indices = data.split_indices[split]
+    chunk = evaluation_chunk(family, len(params[0]))
+    losses, correct, probs = [], [], []
+    for start in range(0, len(indices), chunk):
+        rows = indices[start : start + chunk]
+        logits = family.forward(params, data.features[rows], buffers=buffers)
+        log_probs = torch.log_softmax(logits, dim=-1)
+        labels = data.labels[rows]
+        picked = log_probs.gather(-1, labels.view(1, -1, 1).expand(len(params[0]), -1, 1))
+        losses.append(-picked.squeeze(-1).sum(dim=1))
+        correct.append((logits.argmax(dim=-1) == labels).sum(dim=1))
+        if probabilities:
+            probs.append(log_probs.exp().to(torch.float32).cpu())
+    n = max(len(indices), 1)
+    loss = torch.stack(losses).sum(0).double() / n
+    accuracy = torch.stack(correct).sum(0).double() / n
+    return loss, accuracy, probs
+
+
 def _evaluate(family, params, buffers, data, prediction_splits):
     metrics: dict[str, np.ndarray] = {}
     probabilities: dict[str, np.ndarray] = {}
-    chunk = evaluation_chunk(family, len(params[0]))
     for split in SPLITS:
-        indices = data.split_indices[split]
-        losses, correct, probs = [], [], []
-        for start in range(0, len(indices), chunk):
-            rows = indices[start : start + chunk]
-            logits = family.forward(params, data.features[rows], buffers=buffers)
-            log_probs = torch.log_softmax(logits, dim=-1)
-            labels = data.labels[rows]
-            picked = log_probs.gather(-1, labels.view(1, -1, 1).expand(len(params[0]), -1, 1))
-            losses.append(-picked.squeeze(-1).sum(dim=1))
-            correct.append((logits.argmax(dim=-1) == labels).sum(dim=1))
-            if split in prediction_splits:
-                probs.append(log_probs.exp().to(torch.float32).cpu())
-        n = max(len(indices), 1)
-        metrics[f"{split}_loss"] = (torch.stack(losses).sum(0).double() / n).cpu().numpy()
-        metrics[f"{split}_acc"] = (torch.stack(correct).sum(0).double() / n).cpu().numpy()
-        if split in prediction_splits:
+        stored = split in prediction_splits
+        loss, accuracy, probs = _split_pass(family, params, buffers, data, split, stored)
+        metrics[f"{split}_loss"] = loss.cpu().numpy()
+        metrics[f"{split}_acc"] = accuracy.cpu().numpy()
+        if stored:
             probabilities[split] = torch.cat(probs, dim=1).numpy()
     return metrics, probabilities

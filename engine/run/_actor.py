@@ -31,7 +31,13 @@ from rashomon.engine.model import (
 )
 from rashomon.engine.run._measure import remeasure_pack
 from rashomon.engine.run._plan import Pack
-from rashomon.engine.store import PACK_FILES, ResultsDir, models_table, predictions_table
+from rashomon.engine.store import (
+    PACK_FILES,
+    ResultsDir,
+    history_table,
+    models_table,
+    predictions_table,
+)
 from rashomon.jobs import SPLITS
 
 
@@ -140,6 +146,7 @@ class PackTrainer:
             predictions,
             result.parameters if self.save_weights else None,
             metadata,
+            history_table(model_ids, result.history),
         )
         return {
             "pack_id": pack.pack_id,

@@ -1,5 +1,5 @@
-"""One pack's flat-minima statistics measured again from its saved weights (``rashomon
-flatness``), on a trainer.
+"""One pack's flat-minima and simplicity statistics measured again from its saved weights
+(``rashomon flatness``), on a trainer.
 
 The family is rebuilt from the weights file alone (a module family imports the user's class
 again, from the folders its run recorded, checking the source's hash) and the initial weights
@@ -27,9 +27,10 @@ from rashomon.engine.model import (
     pack_flatness,
 )
 from rashomon.engine.store import ResultsDir
-from rashomon.jobs import FLATNESS_COLUMNS, UserError
+from rashomon.jobs import FLATNESS_COLUMNS, SIMPLICITY_COLUMNS, UserError
 
 SETTINGS_KEY = b"flatness"  # the models file's metadata: the settings its statistics used
+STATISTICS = FLATNESS_COLUMNS + SIMPLICITY_COLUMNS  # what `pack_flatness` measures
 
 
 def remeasure_pack(
@@ -49,12 +50,10 @@ def remeasure_pack(
     if (models.schema.metadata or {}).get(SETTINGS_KEY) != recorded.encode():
         stats = _statistics(results, pack_id, models, data, settings)
         columns = {name: models[name] for name in models.column_names}
-        columns |= {name: pa.array(stats[name]) for name in FLATNESS_COLUMNS}
-        table = pa.table(columns, schema=models.schema)
-        results.rewrite_models(
-            pack_id, table.replace_schema_metadata({SETTINGS_KEY: recorded.encode()})
-        )
-        models = table
+        columns |= {name: pa.array(stats[name]) for name in STATISTICS}
+        metadata = (models.schema.metadata or {}) | {SETTINGS_KEY: recorded.encode()}
+        models = pa.table(columns, schema=models.schema).replace_schema_metadata(metadata)
+        results.rewrite_models(pack_id, models)
     measured = pc.sum(pc.is_finite(models["weight_norm"])).as_py() or 0
     return {"models": len(status), "measured": measured}
 

@@ -77,6 +77,7 @@ def pack_settings(hparams, train, module: ModuleRef | None = None) -> PackSettin
         stride=hparams["stride"] or 0,
         pool=hparams["pool"] or 0,
         module=module if family == "module" else None,
+        subspace_dim=hparams["subspace_dim"] or 0,
     )
 
 
@@ -91,6 +92,10 @@ def pack_model(variant, hparams: dict | None = None) -> PackModel:
         momentum=h["momentum"],
         weight_decay=h["weight_decay"],
         dropout=h["dropout"],
+        rho=h["rho"] or 0.0,
+        sam_normalize=h["sam_normalize"] is not False,
+        sam_adaptive=bool(h["sam_adaptive"]),
+        label_noise=h["label_noise"],
     )
     return PackModel(variant.model_id, spec, dict(h) if hparams is None else hparams, variant.trial)
 

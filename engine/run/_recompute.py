@@ -1,4 +1,5 @@
-"""``rashomon flatness DIR``: (re)compute the flat-minima statistics from saved weights.
+"""``rashomon flatness DIR``: (re)compute the flat-minima and simplicity statistics from saved
+weights.
 
 A population trained with ``flatness: {enabled: false}``, or one whose statistics a researcher
 wants with other settings (more probes, a larger curvature set), needs no retraining: the weights

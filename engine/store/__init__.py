@@ -17,8 +17,10 @@ from rashomon.engine.store._folder import (
 from rashomon.engine.store._location import display_location, list_files, resolve_location
 from rashomon.engine.store._lock import FolderLock, Owner
 from rashomon.engine.store._tables import (
+    HISTORY_SCHEMA,
     METRICS,
     MODELS_SCHEMA,
+    history_table,
     models_table,
     predictions_schema,
     predictions_table,
@@ -26,6 +28,7 @@ from rashomon.engine.store._tables import (
 from rashomon.engine.store._verify import Damaged, Layout
 
 __all__ = [
+    "HISTORY_SCHEMA",
     "METRICS",
     "MODELS_SCHEMA",
     "PACK_FILES",
@@ -38,6 +41,7 @@ __all__ = [
     "ResultsDir",
     "Scan",
     "display_location",
+    "history_table",
     "list_files",
     "models_table",
     "parquet_bytes",

@@ -42,11 +42,19 @@ from rashomon.engine.store._location import (
     temporary_target,
 )
 from rashomon.engine.store._lock import LOCK_NAME, FolderLock, Owner
-from rashomon.engine.store._tables import MODELS_SCHEMA, conform_models, predictions_schema
+from rashomon.engine.store._tables import (
+    HISTORY_FLAG,
+    HISTORY_SCHEMA,
+    MODELS_SCHEMA,
+    conform_models,
+    has_history,
+    predictions_schema,
+)
 from rashomon.engine.store._verify import (
     DIGEST,
     Damaged,
     Layout,
+    check_history,
     check_models,
     check_predictions,
     check_schema,
@@ -66,7 +74,12 @@ if TYPE_CHECKING:  # torch is loaded only where weights are read or written
     from rashomon.jobs import PreparedDataset
 
 PACK_ID = re.compile(r"[0-9a-f]{16}")
-PACK_FILES = {"models": ".parquet", "predictions": ".parquet", "weights": ".safetensors"}
+PACK_FILES = {
+    "models": ".parquet",
+    "predictions": ".parquet",
+    "weights": ".safetensors",
+    "history": ".parquet",
+}
 QUARANTINE = "quarantine"
 _HEADER = re.compile(r"# (\w+): (.*)")
 _JOB_HASH = re.compile(r"[0-9a-f]{64}")
@@ -316,7 +329,7 @@ class ResultsDir:
                     ours = _pack_id(folder, target) if folder else target in _ROOT_FILES
                     if ours:
                         delete(self.filesystem, info.path)
-                elif folder in ("predictions", "weights"):
+                elif folder in ("predictions", "weights", "history"):
                     pack_id = _pack_id(folder, info.base_name)
                     if pack_id is not None and pack_id not in committed:
                         self._remove_pack_file(folder, pack_id)
@@ -377,7 +390,14 @@ class ResultsDir:
         predictions: pa.Table | None = None,
         weights: Mapping | None = None,
         weights_metadata: Mapping[str, str] | None = None,
+        history: pa.Table | None = None,
     ) -> None:
+        """Write a pack's files, its models file last: the commit. A pack with a ``history``
+        records so in its models file, whose checks then look for it."""
+        if history is not None:
+            data = parquet_bytes(_marked_table(history, pack_id, "history"))
+            put(self.filesystem, self.pack_file("history", pack_id), data)
+            models = _with_metadata(models, {HISTORY_FLAG: "1"})
         if weights is not None:
             from safetensors.torch import save
 
@@ -529,6 +549,33 @@ class ResultsDir:
                 raise Damaged(f"predictions file has {rows} rows, not {wanted}")
         if layout.weights:
             self._weights(pack_id, model_ids, deep)
+        if has_history(models):
+            self._history(pack_id, models, footer=not deep)
+
+    def _history(self, pack_id: str, models: pa.Table, footer: bool = False) -> pa.Table | None:
+        """A pack's history file checked against its models (only its footer: schema and row
+        count, when ``footer``); None when only the footer was read."""
+        model_ids = models["model_id"].to_pylist()
+        epochs = pc.unique(models["hp_epochs"]).to_pylist()
+        epochs = epochs[0] if len(epochs) == 1 and epochs[0] is not None else None
+        try:
+            path = self.pack_file("history", pack_id)
+            table, schema, rows = self._read_parquet(path, footer=footer)
+            if footer:
+                check_schema(schema, HISTORY_SCHEMA)
+                if epochs is not None and rows != len(model_ids) * epochs:
+                    raise Damaged(f"{rows} rows, not {len(model_ids)} models × {epochs} epochs")
+                return None
+            check_history(table, model_ids, epochs)
+            return table
+        except Damaged as error:
+            raise Damaged(f"history file {error}") from None
+
+    def read_history(self, pack_id: str, models: pa.Table) -> pa.Table | None:
+        """A pack's history (checked), or None for a pack written before histories."""
+        if not has_history(models):
+            return None
+        return self._history(pack_id, models)
 
     def _predictions(
         self, pack_id: str, model_ids, ok: np.ndarray, layout: Layout, columns=None
@@ -680,11 +727,16 @@ def parquet_bytes(table: pa.Table) -> pa.Buffer:
 
 
 def _marked_table(table: pa.Table, pack_id: str, file: str) -> pa.Table:
+    return _with_metadata(table, marker(pack_id, file))
+
+
+def _with_metadata(table: pa.Table, extra: Mapping[str, str]) -> pa.Table:
+    """``table`` with ``extra`` added to its schema metadata (the rest kept)."""
     metadata = {
         (k.decode() if isinstance(k, bytes) else k): v
         for k, v in (table.schema.metadata or {}).items()
     }
-    return table.replace_schema_metadata(metadata | marker(pack_id, file))
+    return table.replace_schema_metadata(metadata | dict(extra))
 
 
 def _pack_id(folder: str, name: str) -> str | None:

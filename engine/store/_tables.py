@@ -11,7 +11,13 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 
-from rashomon.jobs import FLATNESS_COLUMNS, HYPERPARAMETERS, SPLITS
+from rashomon.jobs import (
+    FLATNESS_COLUMNS,
+    HISTORY_COLUMNS,
+    HYPERPARAMETERS,
+    SIMPLICITY_COLUMNS,
+    SPLITS,
+)
 
 _ARROW_TYPES: dict[type, pa.DataType] = {
     str: pa.string(),
@@ -34,12 +40,13 @@ MODELS_SCHEMA = pa.schema(
         *[(f"hp_{name}", kind) for name, kind in HYPERPARAMETER_TYPES.items()],
         *[(name, pa.float64()) for name in METRICS],
         *[(name, pa.float64()) for name in FLATNESS_COLUMNS],
+        *[(name, pa.float64()) for name in SIMPLICITY_COLUMNS],
         ("train_seconds", pa.float64()),
         ("status", pa.string()),
         ("error", pa.string()),
     ]
 )
-_MEASURED = (*METRICS, *FLATNESS_COLUMNS, "train_seconds")
+_MEASURED = (*METRICS, *FLATNESS_COLUMNS, *SIMPLICITY_COLUMNS, "train_seconds")
 #: The columns every models file has had. Any other column (a hyperparameter or a statistic added
 #: since) may be missing from a file an earlier rashomon wrote; it reads as null.
 CORE_COLUMNS = (
@@ -56,8 +63,22 @@ CORE_COLUMNS = (
 )
 
 
+#: One row per model and epoch (SPEC §5): a model's rows contiguous, epochs 1 … E in order.
+HISTORY_SCHEMA = pa.schema(
+    [
+        ("model_id", pa.string()),
+        ("epoch", pa.int64()),
+        *[(name, pa.float64()) for name in HISTORY_COLUMNS],
+    ]
+)
+#: The models file's metadata key that says its pack has a history file (a pack written before
+#: histories has none).
+HISTORY_FLAG = "history"
+
+
 def conform_models(table: pa.Table) -> pa.Table:
-    """A models table in today's schema: columns an earlier version did not write are null."""
+    """A models table in today's schema: columns an earlier version did not write are null (its
+    metadata kept)."""
     if table.schema.remove_metadata().equals(MODELS_SCHEMA):
         return table
     n = table.num_rows
@@ -65,7 +86,34 @@ def conform_models(table: pa.Table) -> pa.Table:
         table[field.name] if field.name in table.column_names else pa.nulls(n, field.type)
         for field in MODELS_SCHEMA
     ]
-    return pa.Table.from_arrays(columns, schema=MODELS_SCHEMA)
+    schema = MODELS_SCHEMA.with_metadata(table.schema.metadata)
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def has_history(models: pa.Table) -> bool:
+    """Whether a models table's pack was written with a history file."""
+    return HISTORY_FLAG.encode() in (models.schema.metadata or {})
+
+
+def history_table(model_ids: Sequence[str], columns: Mapping[str, np.ndarray]) -> pa.Table:
+    """The history rows of a pack from ``columns``, each (models, epochs); a column left out
+    (``hessian_top_eig`` when nothing tracked it) is null."""
+    n_models, n_epochs = columns["train_loss"].shape
+    ids = pa.array(list(model_ids), pa.string())
+    values = {
+        name: pa.array(np.asarray(columns[name], np.float64).reshape(-1))
+        if name in columns
+        else pa.nulls(n_models * n_epochs, pa.float64())
+        for name in HISTORY_COLUMNS
+    }
+    return pa.table(
+        {
+            "model_id": _strings(np.repeat(np.arange(n_models, dtype=np.int32), n_epochs), ids),
+            "epoch": pa.array(np.tile(np.arange(1, n_epochs + 1, dtype=np.int64), n_models)),
+            **values,
+        },
+        schema=HISTORY_SCHEMA,
+    )
 
 
 def predictions_schema(n_classes: int) -> pa.Schema:

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rashomon.engine.store._tables import CORE_COLUMNS, MODELS_SCHEMA
+from rashomon.engine.store._tables import CORE_COLUMNS, HISTORY_SCHEMA, MODELS_SCHEMA
 
 if TYPE_CHECKING:
     import torch
@@ -99,6 +99,26 @@ def check_models(table: pa.Table, pack_id: str) -> None:
     statuses = set(pc.unique(table["status"]).to_pylist())
     if not statuses <= set(MODEL_STATUSES):
         raise Damaged(f"unknown status {sorted(statuses - set(MODEL_STATUSES))[0][:40]!r}")
+
+
+def check_history(table: pa.Table, model_ids: Sequence[str], epochs: int | None) -> None:
+    """A history file: our schema, one row per model of the models file (in its order) and
+    epoch 1 … ``epochs`` (when known), each model's rows contiguous. Its values are what training
+    measured: a diverged model's may be NaN."""
+    check_schema(table.schema, HISTORY_SCHEMA)
+    n = len(model_ids)
+    if epochs is None:
+        epochs = table.num_rows // n if n and table.num_rows % n == 0 else -1
+    if table.num_rows != n * epochs:
+        raise Damaged(f"{table.num_rows} rows, not {n} models × {epochs} epochs")
+    if table["model_id"].null_count or table["epoch"].null_count:
+        raise Damaged("null model_id or epoch")
+    ids = table["model_id"].to_numpy(zero_copy_only=False).reshape(n, epochs)
+    if not (ids == np.asarray(list(model_ids), dtype=object)[:, None]).all():
+        raise Damaged("rows do not follow the models file's models")
+    wanted = np.arange(1, epochs + 1)
+    if not (table["epoch"].to_numpy().reshape(n, epochs) == wanted).all():
+        raise Damaged("a model's epochs are not 1 … epochs in order")
 
 
 def expects_files(statuses: Sequence[str]) -> bool:
