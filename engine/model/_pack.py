@@ -105,3 +105,10 @@ class PackResult:
     seconds: float
     history: dict[str, np.ndarray] = field(default_factory=dict)  # column -> (M, epochs)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase (PHASES)
+
+
+def per_model(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(M,) values shaped to broadcast over a stacked tensor (M, ...) such as ``like``; real
+    values in its dtype and on its device, masks left as they are."""
+    shaped = values.view(-1, *([1] * (like.dim() - 1)))
+    return shaped.to(like) if shaped.is_floating_point() else shaped

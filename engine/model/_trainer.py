@@ -294,10 +294,6 @@ def _record_epoch(history, family, learner, buffers, data, alive, train_loss, lr
         history.record(hessian_top_eig=history.tracker.measure(params, buffers, alive))
 
 
-def _per_model(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return values.view(-1, *([1] * (like.dim() - 1)))
-
-
 def _all_finite(
     tensors: Sequence[torch.Tensor],
     metrics: dict[str, np.ndarray],
