@@ -46,7 +46,9 @@ def _merged(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, An
 
 
 def write_job(folder: Path, text: str | None = None, name: str = "job.yaml") -> Path:
-    """``text`` (default: the tiny job) as ``folder/name``; indented text is dedented."""
+    """``text`` (default: the tiny job) as ``folder/name`` (the folder made if need be);
+    indented text is dedented."""
     path = Path(folder) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(textwrap.dedent(tiny_job() if text is None else text))
     return path

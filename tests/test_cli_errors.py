@@ -88,6 +88,7 @@ def pack_files(out: Path) -> list[Path]:
 # --- a trainer that cannot start --------------------------------------------------------------
 
 
+@pytest.mark.slow  # a command in a child process, with a Ray of its own
 def test_a_trainer_that_fails_to_start_is_reported_with_its_exception(tmp_path):
     """A user's own ``torch.py`` in the working directory shadows PyTorch in the Ray workers
     (Ray puts that folder first on their import path): the run must say so, not blame the
@@ -113,6 +114,7 @@ if sys.argv and sys.argv[0].endswith("default_worker.py"):  # Ray's workers only
 """
 
 
+@pytest.mark.slow  # a command in a child process, with a Ray of its own
 def test_a_full_disk_stops_the_run_with_one_line_and_the_run_resumes(ray_cluster, tmp_path, capsys):
     """The workers may write no file beyond 32 KiB (RLIMIT_FSIZE: writes fail with EFBIG, as
     they fail with ENOSPC on a full disk): the run stops at the first pack with one line, records
@@ -171,6 +173,7 @@ def wait_for_packs(run: subprocess.Popen, out: Path, count: int) -> int:
     return len(pack_files(out))
 
 
+@pytest.mark.slow  # a command in a child process, with a Ray of its own
 def test_a_second_ctrl_c_while_the_run_cleans_up_changes_nothing(tmp_path):
     run = start_slow_run(tmp_path)
     try:
@@ -187,6 +190,7 @@ def test_a_second_ctrl_c_while_the_run_cleans_up_changes_nothing(tmp_path):
     assert rest == ""
 
 
+@pytest.mark.slow  # a command in a child process, with a Ray of its own
 def test_sigterm_stops_a_run_like_ctrl_c_and_the_run_resumes(ray_cluster, tmp_path, capsys):
     run = start_slow_run(tmp_path)
     try:

@@ -225,15 +225,6 @@ def test_flatness_of_a_pack_without_weights_stops_with_one_line(finished_run, tm
     assert "Traceback" not in error and len(error.splitlines()) == 1
 
 
-def test_dry_run_plans_and_writes_nothing(tmp_path, capsys):
-    job = write_job(tmp_path, JOB)
-    out = tmp_path / "never"
-    assert main(["run", str(job), "--out", str(out), "--dry-run"]) == 0
-    text = capsys.readouterr().out
-    assert f"{N_MODELS} models, {N_MODELS} to train" in text and "estimated output" in text
-    assert not out.exists()
-
-
 def test_bad_job_exits_2_with_one_line_and_no_traceback(tmp_path, capsys):
     job = write_job(tmp_path, JOB.replace("epochs: 3", "epochs: -3"))
     assert main(["run", str(job), "--out", str(tmp_path / "out")]) == 2
@@ -247,6 +238,7 @@ def _pack_files(out: Path) -> list[Path]:
     return list(folder.glob("*.parquet")) if folder.exists() else []
 
 
+@pytest.mark.slow  # a command in a child process, with a Ray of its own
 def test_driver_killed_with_sigkill_resumes_with_every_model_exactly_once(ray_cluster, tmp_path):
     job = write_job(tmp_path, JOB.replace("epochs: 3", "epochs: 60"))
     out = tmp_path / "out"

@@ -108,6 +108,7 @@ def test_multi_objective_study_returns_a_pareto_front(ray_cluster, tmp_path, cap
             assert not (better and strictly)
 
 
+@pytest.mark.slow  # a command in a child process, with a Ray of its own
 def test_tune_killed_with_sigkill_resumes_without_duplicate_trials_or_models(ray_cluster, tmp_path):
     job = write_job(tmp_path, JOB % "[val_acc]")
     out = tmp_path / "out"
