@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import shutil
 import signal
 import subprocess
@@ -153,13 +154,6 @@ def cpus_held(count: int) -> Iterator[None]:
         remove_placement_group(group)
 
 
-def trainer_names() -> set[str]:
-    """The named trainer actors alive in this driver's namespace (``rashomon-<run>-<n>``)."""
-    import ray
-
-    return {name for name in ray.util.list_named_actors() if name.startswith("rashomon-")}
-
-
 @pytest.fixture(scope="module")
 def undisturbed(cluster, tmp_path_factory):
     """The job run once on the cluster without faults: the reference predictions."""
@@ -210,16 +204,23 @@ def test_a_trainer_killed_mid_pack_is_replaced_and_its_packs_retried(
         retry_or_give_up(self, task, reason, *args)
 
     monkeypatch.setattr(PackScheduler, "_retry_or_give_up", spy)
-    earlier = trainer_names()  # of earlier runs, maybe not yet reaped
+    started: queue.Queue = queue.Queue()  # trainers, as the driver lets them take packs
+    mark_started = PackScheduler._started
+
+    def started_spy(self, ref) -> None:
+        index = self.starting[ref]
+        mark_started(self, ref)
+        if index in self.started:
+            started.put(self.actors[index])
+
+    monkeypatch.setattr(PackScheduler, "_started", started_spy)
 
     def kill() -> int:
-        [name, *_] = wait_for(lambda: sorted(trainer_names() - earlier), "this run's trainers")
-        victim = ray.get_actor(name)
-        # asked as soon as it exists (so rarely queued behind a pack): once it answers, the
-        # driver's own start check has been answered too, and a started trainer is kept busy
-        # while packs are left, so the kill below lands with packs in flight on it
-        ray.get(victim.__ray_ready__.remote())
-        packs = wait_for_packs(out, 1)
+        victim = started.get(timeout=240)
+        # the driver deals every started trainer its packs before it waits for anything, so
+        # once one more pack is written after the victim started, the victim has packs in
+        # flight (12 packs, 3 trainers, 2 each at most)
+        packs = wait_for_packs(out, len(pack_files(out)) + 1)
         ray.kill(victim)
         return packs
 
