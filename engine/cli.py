@@ -35,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     right after, so Ctrl-C and SIGTERM stay ignored until it has (Python's own shutdown takes a
     second or two after a run)."""
     args = _parser().parse_args(argv)
-    resume = f"; {RESUME}" if args.name in ("run", "tune") else ""
+    resume = f"; {RESUME}" if args.name in ("run", "tune", "flatness") else ""
     with _interrupts(restore=argv is not None) as received:
         ray_was_running = _ray_running()
         try:
@@ -219,6 +219,8 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override a setting of the job's flatness section, e.g. --set trace_probes=64",
     )
+    flatness.add_argument("--address", metavar="ADDR", help="Ray cluster to join (as for run)")
+    flatness.add_argument("--quiet", action="store_true", help="no progress bar")
     flatness.set_defaults(command=_flatness)
 
     datasets = commands.add_parser("datasets", help="the built-in datasets")
@@ -232,9 +234,9 @@ def _run(args) -> int:
     job = load_job(args.job)
     out = args.out or f"results/{job.name}"
     if args.dry_run:
-        from rashomon.engine.run import describe_plan
+        from rashomon.engine.run import estimate
 
-        _say(describe_plan(job, out))
+        _say(describe_estimate(estimate(job, out)))
         return 0
     from rashomon.engine.run import RunFailed, run_job
 
@@ -244,6 +246,83 @@ def _run(args) -> int:
         return _fail(f"error: {error}", 1)
     _say(summary.line())
     return 1 if summary.failed else 0
+
+
+def describe_estimate(plan) -> str:
+    """The printout of ``--dry-run``: what would be trained, how much it writes, and how long it
+    takes on workers like this machine's (timed here; nothing is written)."""
+    lines = [
+        f"job {plan.job}: {plan.total} models, {plan.pending} to train, "
+        f"{plan.total - plan.pending} done",
+        f"dataset {plan.dataset}: {plan.examples} examples x {plan.features} features, "
+        f"{plan.classes} classes",
+        f"packs: {plan.packs} (models per pack {plan.pack_sizes[0]}-{plan.pack_sizes[1]}, "
+        f"{plan.settings} distinct architectures/settings), planned for {plan.workers} local "
+        "workers",
+        f"estimated output: predictions {_bytes(plan.output['predictions'])}, weights "
+        f"{_bytes(plan.output['weights'])}, models {_bytes(plan.output['models'])} -> {plan.out}",
+    ]
+    if plan.sampled:
+        lines.append(
+            f"  (the sample draws structural hyperparameters: each kind's share of the models is "
+            f"read off {plan.sampled:,} of them, spread over the population)"
+        )
+    compute = plan.compute
+    if compute is None:
+        return "\n".join(lines)
+    hours = compute.worker_seconds / 3600
+    share = ", ".join(f"{k} {v / plan.pending:.3g}" for k, v in compute.parts.items())
+    flatness = "flatness statistics" if plan.flatness else "no flatness statistics (off)"
+    threads = f"{compute.threads} torch thread{'s' * (compute.threads > 1)}"
+    startup = sum(compute.startup.values())
+    parts = ", ".join(f"{k} {v:.1f} s" for k, v in compute.startup.items())
+    timed = f"{compute.timed} of {compute.kinds} pack kinds timed on this machine's trainers"
+    lines += [
+        f"estimated compute: {hours:.3g} worker-hours on workers like this machine's "
+        f"({compute.device}, {threads} each): {plan.pending / hours:,.0f} models per worker-hour",
+        f"  a model: {compute.worker_seconds / plan.pending:.3g} s = {share} (s); includes "
+        f"{flatness} and writing its output, not the start-up",
+        f"estimated wall time: {_duration(compute.wall_seconds)} with the {plan.workers} local "
+        f"workers, of which start-up {startup:.1f} s ({parts}); per node of {plan.workers} "
+        "workers like these: divide the rest by the number of nodes",
+        f"  (calibrated in {compute.calibration_seconds:.1f} s: {timed}, up to "
+        f"{compute.calibration_models} models per pack"
+        + (", the others scaled by their FLOPs" if compute.timed < compute.kinds else "")
+        + (
+            "; a huge model timed on part of its work (fewer flatness probes, a slice of its "
+            "minibatch or curvature set) and scaled"
+            if compute.sliced
+            else ""
+        )
+        + ")",
+    ]
+    if plan.gpus > 0:
+        asked = f"the job asks for {plan.gpus:g} GPU per worker"
+        if compute.device == "cuda":
+            lines.append(f"  note: {asked}; calibrated on this machine's GPU: another will differ")
+        else:
+            lines.append(
+                f"  note: {asked}, but this machine has no CUDA device: the estimate is for its "
+                f"CPU (timed packs of at most {compute.calibration_models} models of the planned "
+                "GPU packs); a GPU worker will differ and was not measured"
+            )
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:,.1f} h"
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:,.1f} TB"
 
 
 def _tune(args) -> int:
@@ -407,7 +486,7 @@ def _report(args) -> int:
 
 
 def _flatness(args) -> int:
-    from rashomon.engine.run import recompute_flatness
+    from rashomon.engine.run import RunFailed, recompute_flatness
 
     overrides = {}
     for item in args.set:
@@ -416,7 +495,11 @@ def _flatness(args) -> int:
             raise UserError(f"--set {item}: expected KEY=VALUE, e.g. --set trace_probes=64")
         overrides[key.strip()] = value.strip()
     try:
-        measured, config = recompute_flatness(args.dir, overrides)
+        measured, config = recompute_flatness(
+            args.dir, overrides, address=args.address, show_progress=not args.quiet
+        )
+    except RunFailed as error:
+        return _fail(f"error: {error}", 1)
     except OSError as error:
         raise UserError(
             f"{error.filename or args.dir}: cannot update the results ({_reason(error)}); if the "

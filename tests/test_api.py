@@ -110,6 +110,7 @@ def notebook(tmp_path_factory):
     return root, json.loads((root / "api.json").read_text()), log
 
 
+@pytest.mark.slow  # a command in a child process, with a Ray of its own
 def test_the_chain_runs_in_the_users_folder_on_rashomons_own_modules(notebook):
     root, data, _ = notebook
     for name, file in data["modules"].items():
@@ -119,6 +120,7 @@ def test_the_chain_runs_in_the_users_folder_on_rashomons_own_modules(notebook):
     assert data["trials"] == 2 and data["trial_numbers"] == [0, 1]
 
 
+@pytest.mark.slow  # a command in a child process, with a Ray of its own
 def test_probabilities_and_model_ids_agree_with_the_parquet_files(notebook):
     root, data, _ = notebook
     out = root / "results" / "mine"
@@ -135,6 +137,7 @@ def test_probabilities_and_model_ids_agree_with_the_parquet_files(notebook):
     np.testing.assert_array_equal(np.load(root / "probabilities.npy"), expected)
 
 
+@pytest.mark.slow  # a command in a child process, with a Ray of its own
 def test_analysis_is_what_the_command_prints(notebook):
     root, data, _ = notebook
     for extra, key in (([], "analysis"), (["--by", "hp_lr"], "by")):
@@ -144,6 +147,7 @@ def test_analysis_is_what_the_command_prints(notebook):
     assert set(data["by"]["cohorts"]) == {"0.03", "0.1"}
 
 
+@pytest.mark.slow  # a command in a child process, with a Ray of its own
 def test_per_example_means_are_the_set_measures(notebook):
     root, data, _ = notebook
     rows = pd.read_parquet(root / "per_example.parquet")
@@ -160,6 +164,7 @@ def test_per_example_means_are_the_set_measures(notebook):
     assert rows["rashomon_capacity"].max() == pytest.approx(summary["rashomon_capacity_max"])
 
 
+@pytest.mark.slow  # a command in a child process, with a Ray of its own
 def test_curves_pass_through_the_analysis(notebook):
     root, data, _ = notebook
     summary = data["analysis"]
@@ -174,6 +179,7 @@ def test_curves_pass_through_the_analysis(notebook):
         assert full.loc[measure, "mean"] == pytest.approx(summary[measure], abs=1e-12), measure
 
 
+@pytest.mark.slow  # a command in a child process, with a Ray of its own
 def test_report_and_reprs(notebook):
     root, data, _ = notebook
     page = Path(data["report"])
@@ -196,6 +202,7 @@ def test_report_and_reprs(notebook):
     assert tuned.startswith("TuneResult(study 'search' in sqlite:///") and "2 complete" in tuned
 
 
+@pytest.mark.slow  # a command in a child process, with a Ray of its own
 def test_progress_in_a_log_file_is_whole_lines(notebook):
     _, _, log = notebook
     assert b"\r" not in log
@@ -203,6 +210,7 @@ def test_progress_in_a_log_file_is_whole_lines(notebook):
     assert "0/8 models (0%)" in lines[0] and "8/8 models (100%)" in lines[1], lines
 
 
+@pytest.mark.slow  # a command in a child process, with a Ray of its own
 def test_the_quickstart_example_runs_from_a_folder_with_the_users_own_jobs(tmp_path):
     root = users_folder(tmp_path)
     done = subprocess.run(

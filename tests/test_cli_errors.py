@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from _cli import CONTROL, command, environment, one_line, rashomon
+from _jobs import write_job
 
 from rashomon.engine.cli import main
 from rashomon.engine.run import TuneSummary, describe_tune, run_job
@@ -63,12 +63,6 @@ def write_data(folder: Path, columns: dict[str, str] | None = None) -> Path:
     return path
 
 
-def write_job(folder: Path, text: str = JOB, name: str = "job.yaml") -> Path:
-    path = folder / name
-    path.write_text(textwrap.dedent(text))
-    return path
-
-
 @pytest.fixture(scope="module")
 def results(ray_cluster, tmp_path_factory) -> Path:
     """A small trained results folder whose data hold a terminal escape sequence."""
@@ -94,6 +88,7 @@ def pack_files(out: Path) -> list[Path]:
 # --- a trainer that cannot start --------------------------------------------------------------
 
 
+@pytest.mark.slow  # a command in a child process, with a Ray of its own
 def test_a_trainer_that_fails_to_start_is_reported_with_its_exception(tmp_path):
     """A user's own ``torch.py`` in the working directory shadows PyTorch in the Ray workers
     (Ray puts that folder first on their import path): the run must say so, not blame the
@@ -119,6 +114,7 @@ if sys.argv and sys.argv[0].endswith("default_worker.py"):  # Ray's workers only
 """
 
 
+@pytest.mark.slow  # a command in a child process, with a Ray of its own
 def test_a_full_disk_stops_the_run_with_one_line_and_the_run_resumes(ray_cluster, tmp_path, capsys):
     """The workers may write no file beyond 32 KiB (RLIMIT_FSIZE: writes fail with EFBIG, as
     they fail with ENOSPC on a full disk): the run stops at the first pack with one line, records
@@ -177,6 +173,7 @@ def wait_for_packs(run: subprocess.Popen, out: Path, count: int) -> int:
     return len(pack_files(out))
 
 
+@pytest.mark.slow  # a command in a child process, with a Ray of its own
 def test_a_second_ctrl_c_while_the_run_cleans_up_changes_nothing(tmp_path):
     run = start_slow_run(tmp_path)
     try:
@@ -193,6 +190,7 @@ def test_a_second_ctrl_c_while_the_run_cleans_up_changes_nothing(tmp_path):
     assert rest == ""
 
 
+@pytest.mark.slow  # a command in a child process, with a Ray of its own
 def test_sigterm_stops_a_run_like_ctrl_c_and_the_run_resumes(ray_cluster, tmp_path, capsys):
     run = start_slow_run(tmp_path)
     try:

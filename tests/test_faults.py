@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,24 +21,21 @@ from typing import TypeVar
 
 import pandas as pd
 import pytest
+from _jobs import tiny_job, write_job
 
 from rashomon.engine.cli import main
-from rashomon.engine.run import _driver
-from rashomon.engine.run._driver import MAX_ATTEMPTS, run_job
+from rashomon.engine.run import _scheduler, run_job
+from rashomon.engine.run._scheduler import MAX_ATTEMPTS, PackScheduler
 from rashomon.jobs import UserError, expand, load_job
 
-JOB = """
-name: faults
-dataset: {source: wine, split: {val: 0.25, test: 0.25, seed: 1}}
-model: {family: mlp, hidden: [8], activation: relu}
-train: {epochs: 40, batch_size: 16, optimizer: sgd, lr: 0.05, momentum: 0.9}
-population:
-  seeds: {init: 3, order: 2, data: 2}
-  grid: {lr: [0.05, 0.1]}
-resources: {cpus_per_worker: 1, models_per_pack: 2}
-output: {predictions: [val, test], weights: true}
-flatness: {enabled: false}
-"""
+pytestmark = pytest.mark.slow  # a multi-node cluster
+
+JOB = tiny_job(
+    name="faults",
+    train={"epochs": 40},
+    population={"seeds": {"init": 3, "order": 2, "data": 2}},
+    resources={"models_per_pack": 2},
+)
 N_MODELS = 3 * 2 * 2 * 2
 N_PACKS = N_MODELS // 2
 PREDICTION_COLUMNS = ["model_id", "example_id", "split", "prob_0", "prob_1", "prob_2"]
@@ -52,7 +49,7 @@ def cluster():
     import ray
     from ray.cluster_utils import Cluster
 
-    assert not ray.is_initialized()
+    ray.shutdown()  # the shared Ray of other modules, if it runs: the driver joins this one
     cluster = Cluster(
         initialize_head=True,
         head_node_args={"num_cpus": 1, "include_dashboard": False},
@@ -77,12 +74,6 @@ def ensure_three_nodes(cluster) -> None:
     while ray.is_initialized() and ray.cluster_resources().get("CPU", 0) < 3:
         assert time.monotonic() < deadline, "the cluster did not come back to 3 CPUs"
         time.sleep(0.1)
-
-
-def write_job(folder: Path, text: str = JOB) -> Path:
-    path = folder / "job.yaml"
-    path.write_text(textwrap.dedent(text))
-    return path
 
 
 def pack_files(out: Path) -> list[Path]:
@@ -163,18 +154,11 @@ def cpus_held(count: int) -> Iterator[None]:
         remove_placement_group(group)
 
 
-def trainer_names() -> set[str]:
-    """The named trainer actors alive in this driver's namespace (``rashomon-<run>-<n>``)."""
-    import ray
-
-    return {name for name in ray.util.list_named_actors() if name.startswith("rashomon-")}
-
-
 @pytest.fixture(scope="module")
 def undisturbed(cluster, tmp_path_factory):
     """The job run once on the cluster without faults: the reference predictions."""
     root = tmp_path_factory.mktemp("undisturbed")
-    job_file = write_job(root)
+    job_file = write_job(root, JOB)
     out = root / "out"
     summary = run_job(load_job(job_file), out, address=cluster.address, show_progress=False)
     assert (summary.trained, summary.failed) == (N_MODELS, 0)
@@ -186,7 +170,7 @@ def test_a_worker_node_lost_for_good_mid_run_loses_no_model(cluster, undisturbed
     """The lost actor's replacement can never be placed (2 CPUs left, both held by the other
     trainers): its packs must go to the two that remain, and the run must end."""
     ensure_three_nodes(cluster)
-    job_file = write_job(tmp_path)
+    job_file = write_job(tmp_path, JOB)
     out = tmp_path / "out"
     victim = next(iter(cluster.worker_nodes))
 
@@ -210,26 +194,33 @@ def test_a_trainer_killed_mid_pack_is_replaced_and_its_packs_retried(
     import ray
 
     ensure_three_nodes(cluster)
-    job_file = write_job(tmp_path)
+    job_file = write_job(tmp_path, JOB)
     out = tmp_path / "out"
     retried: list[str] = []  # why each retry happened
-    retry_or_fail = _driver._Scheduler._retry_or_fail
+    retry_or_give_up = PackScheduler._retry_or_give_up
 
-    def spy(self, pack, attempts, queue, reason, progress) -> bool:
+    def spy(self, task, reason, *args) -> None:
         retried.append(reason)
-        return retry_or_fail(self, pack, attempts, queue, reason, progress)
+        retry_or_give_up(self, task, reason, *args)
 
-    monkeypatch.setattr(_driver._Scheduler, "_retry_or_fail", spy)
-    earlier = trainer_names()  # of earlier runs, maybe not yet reaped
+    monkeypatch.setattr(PackScheduler, "_retry_or_give_up", spy)
+    started: queue.Queue = queue.Queue()  # trainers, as the driver lets them take packs
+    mark_started = PackScheduler._started
+
+    def started_spy(self, ref) -> None:
+        index = self.starting[ref]
+        mark_started(self, ref)
+        if index in self.started:
+            started.put(self.actors[index])
+
+    monkeypatch.setattr(PackScheduler, "_started", started_spy)
 
     def kill() -> int:
-        [name, *_] = wait_for(lambda: sorted(trainer_names() - earlier), "this run's trainers")
-        victim = ray.get_actor(name)
-        # asked as soon as it exists (so rarely queued behind a pack): once it answers, the
-        # driver's own start check has been answered too, and a started trainer is kept busy
-        # while packs are left, so the kill below lands with packs in flight on it
-        ray.get(victim.__ray_ready__.remote())
-        packs = wait_for_packs(out, 1)
+        victim = started.get(timeout=240)
+        # the driver deals every started trainer its packs before it waits for anything, so
+        # once one more pack is written after the victim started, the victim has packs in
+        # flight (12 packs, 3 trainers, 2 each at most)
+        packs = wait_for_packs(out, len(pack_files(out)) + 1)
         ray.kill(victim)
         return packs
 
@@ -246,7 +237,7 @@ def test_a_trainer_that_can_never_be_placed_gets_no_pack(cluster, undisturbed, t
     """One CPU of three is held elsewhere, as a lost node's is: of the three trainers one is
     never placed, and the run must end on the two others instead of waiting for it."""
     ensure_three_nodes(cluster)
-    job_file = write_job(tmp_path)
+    job_file = write_job(tmp_path, JOB)
     out = tmp_path / "out"
     with cpus_held(1):
         summary = run_job(load_job(job_file), out, address=cluster.address, show_progress=False)
@@ -259,8 +250,8 @@ def test_no_room_for_any_trainer_ends_the_run_with_a_clear_error(cluster, tmp_pa
     """All the CPUs are held elsewhere, as if every node had been lost: no trainer can start,
     and the run must say so instead of waiting forever."""
     ensure_three_nodes(cluster)
-    monkeypatch.setattr(_driver, "START_TIMEOUT", 1.0)
-    job, out = load_job(write_job(tmp_path)), tmp_path / "out"
+    monkeypatch.setattr(_scheduler, "START_TIMEOUT", 1.0)
+    job, out = load_job(write_job(tmp_path, JOB)), tmp_path / "out"
     with cpus_held(3), pytest.raises(UserError, match="no trainer is running and none has"):
         run_job(job, out, address=cluster.address, show_progress=False)
     assert not pack_files(out)
@@ -270,7 +261,7 @@ def test_a_poison_pack_fails_after_bounded_retries_and_only_it_is_rerun(cluster,
     from rashomon.engine.run._plan import plan_packs
 
     ensure_three_nodes(cluster)
-    job_file = write_job(tmp_path)
+    job_file = write_job(tmp_path, JOB)
     job = load_job(job_file)
     out = tmp_path / "out"
     packs = plan_packs(expand(job), job.train, job.resources.models_per_pack, 13, 3)
@@ -316,7 +307,7 @@ def test_a_poison_pack_fails_after_bounded_retries_and_only_it_is_rerun(cluster,
 
 def test_driver_killed_with_sigkill_on_the_cluster_resumes(cluster, undisturbed, tmp_path):
     ensure_three_nodes(cluster)
-    job_file = write_job(tmp_path)
+    job_file = write_job(tmp_path, JOB)
     out = tmp_path / "out"
     command = [sys.executable, "-m", "rashomon.engine.cli", "run", str(job_file), "--out", str(out),
                "--address", cluster.address, "--quiet"]  # fmt: skip

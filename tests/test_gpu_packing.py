@@ -8,12 +8,12 @@ slicing that a GPU's memory triggers is run on the CPU, where it must change not
 from __future__ import annotations
 
 import dataclasses
-import textwrap
 import threading
 
 import numpy as np
 import pytest
 import torch
+from _jobs import write_job
 
 from rashomon.engine.cli import main
 from rashomon.engine.model import (
@@ -26,7 +26,7 @@ from rashomon.engine.model import (
     models_fitting,
     train_pack,
 )
-from rashomon.engine.run._driver import run_job
+from rashomon.engine.run import run_job
 from rashomon.jobs import load_job, prepare_dataset
 
 SETTINGS = PackSettings(
@@ -124,17 +124,12 @@ flatness: {enabled: false}
 def ray_with_a_logical_gpu():
     import ray
 
+    ray.shutdown()  # the shared Ray of other modules, if it runs: this one has a GPU
     ray.init(
         address="local", num_cpus=2, num_gpus=1, include_dashboard=False, logging_level="ERROR"
     )
     yield ray
     ray.shutdown()
-
-
-def write_job(folder, gpus: str):
-    path = folder / "job.yaml"
-    path.write_text(textwrap.dedent(JOB).replace("GPUS", gpus))
-    return path
 
 
 def test_fractional_gpus_are_what_each_trainer_actor_holds(ray_with_a_logical_gpu, tmp_path):
@@ -151,7 +146,9 @@ def test_fractional_gpus_are_what_each_trainer_actor_holds(ray_with_a_logical_gp
     watcher = threading.Thread(target=watch)
     watcher.start()
     try:
-        summary = run_job(load_job(write_job(tmp_path, "0.5")), tmp_path / "out", None, False)
+        summary = run_job(
+            load_job(write_job(tmp_path, JOB.replace("GPUS", "0.5"))), tmp_path / "out", None, False
+        )
     finally:
         finished.set()
         watcher.join()
@@ -162,7 +159,7 @@ def test_fractional_gpus_are_what_each_trainer_actor_holds(ray_with_a_logical_gp
 def test_more_gpus_per_worker_than_the_cluster_has_is_one_clear_error(
     ray_with_a_logical_gpu, tmp_path, capsys
 ):
-    job = write_job(tmp_path, "2")
+    job = write_job(tmp_path, JOB.replace("GPUS", "2"))
     assert main(["run", str(job), "--out", str(tmp_path / "out"), "--quiet"]) == 2
     error = capsys.readouterr().err
     assert "gpus_per_worker" in error and "1.0 GPUs" in error

@@ -23,6 +23,8 @@ from pathlib import Path
 import pytest
 from _cli import TIMEOUT, environment
 
+pytestmark = pytest.mark.slow  # a pip install, and a command with a Ray of its own
+
 ROOT = Path(__file__).resolve().parents[1]
 # what the build does not need; everything else is copied as it is (links stay links)
 NOT_BUILT = (".git", ".venv", "results", "build", "*.egg-info", "__pycache__", ".*_cache", "tests")

@@ -37,6 +37,8 @@ import pytest
 from rashomon.engine.cli import main
 from rashomon.jobs import expand, load_job
 
+pytestmark = pytest.mark.slow  # `ray start` processes
+
 JOB = """
 name: submitted
 dataset: {source: wine, split: {val: 0.25, test: 0.25, seed: 1}}

@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
+from _jobs import tiny_job, write_job
 
 from rashomon.engine.cli import main
 from rashomon.engine.run._tune import DRIVER, _fail_abandoned_trials
@@ -26,19 +26,13 @@ from rashomon.engine.store import FolderLock, Owner, ResultsDir
 from rashomon.engine.store._lock import LOCK_NAME, STALE_AFTER, WAIT
 from rashomon.jobs import UserError, expand, load_job
 
-JOB = """
-name: locked
-dataset: {source: wine, split: {val: 0.25, test: 0.25, seed: 1}}
-model: {family: mlp, hidden: [8], activation: relu}
-train: {epochs: 20, batch_size: 16, optimizer: sgd, lr: 0.05, momentum: 0.9}
-population:
-  seeds: {init: 3, order: 2}
-  grid: {lr: [0.05, 0.1]}
-resources: {cpus_per_worker: 1, models_per_pack: 3}
-output: {predictions: [val, test], weights: false}
-flatness: {enabled: false}
-search: {lr: {loguniform: [0.01, 0.1]}}
-"""
+JOB = tiny_job(
+    name="locked",
+    train={"epochs": 20},
+    resources={"models_per_pack": 3},
+    output={"weights": False},
+    search={"lr": {"loguniform": [0.01, 0.1]}},
+)
 N_MODELS = 12
 HOLDER = """
 import sys
@@ -47,12 +41,6 @@ with ResultsDir(sys.argv[1]).lock("a test holder"):
     print("held", flush=True)
     sys.stdin.read()
 """
-
-
-def write_job(folder: Path) -> Path:
-    path = folder / "job.yaml"
-    path.write_text(textwrap.dedent(JOB))
-    return path
 
 
 @contextlib.contextmanager
@@ -72,7 +60,7 @@ def holder(location: str):
 def test_a_second_writer_is_refused_and_a_killed_holders_lock_is_taken_over(
     ray_cluster, tmp_path, capsys
 ):
-    job = write_job(tmp_path)
+    job = write_job(tmp_path, JOB)
     out = tmp_path / "out"
     with holder(str(out)) as process:
         for command in (["run", str(job)], ["tune", str(job), "--trials", "1"]):
@@ -98,7 +86,7 @@ def test_a_second_writer_is_refused_and_a_killed_holders_lock_is_taken_over(
 
 
 def test_two_runs_started_together_train_every_model_exactly_once(ray_cluster, tmp_path):
-    job = write_job(tmp_path)
+    job = write_job(tmp_path, JOB)
     out = tmp_path / "out"
     address = ray_cluster.get_runtime_context().gcs_address
     command = [sys.executable, "-m", "rashomon.engine.cli", "run", str(job), "--out", str(out),

@@ -27,9 +27,17 @@ import torch
 
 from rashomon.analysis import open_results
 from rashomon.engine.cli import main
-from rashomon.engine.store import FolderLock, Owner, ResultsDir, resolve_location
+from rashomon.engine.store import (
+    PACK_FILES,
+    FolderLock,
+    Owner,
+    ResultsDir,
+    resolve_location,
+)
 from rashomon.engine.store._lock import STALE_AFTER
 from rashomon.jobs import UserError, expand, load_job
+
+pytestmark = pytest.mark.slow  # an S3 server
 
 JOB = """
 name: remote
@@ -62,6 +70,9 @@ def _free_port() -> int:
 def s3_endpoint():
     """A moto S3 server on loopback, with credentials in the environment (set before the
     module's Ray starts, so its workers inherit them, as they would an instance role)."""
+    import ray
+
+    ray.shutdown()  # the shared Ray of other modules, if it runs: its workers lack them
     saved = {k: os.environ.get(k) for k in CREDENTIALS}
     os.environ.update(CREDENTIALS)
     port = _free_port()
@@ -135,13 +146,7 @@ def test_a_run_into_s3_commits_every_pack_and_leaves_nothing_else(remote_run, bu
     assert sorted(models["model_id"]) == sorted(v.model_id for v in expand(load_job(job_file)))
     packs = sorted(models["pack_id"].unique())
     expected = ["examples.parquet", "job.yaml"] + [
-        f"{folder}/{pack}{suffix}"
-        for folder, suffix in (
-            ("models", ".parquet"),
-            ("predictions", ".parquet"),
-            ("weights", ".safetensors"),
-        )
-        for pack in packs
+        f"{folder}/{pack}{suffix}" for folder, suffix in PACK_FILES.items() for pack in packs
     ]
     assert object_names(bucket, "run") == sorted(expected)
 

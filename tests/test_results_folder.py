@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from _jobs import tiny_job, write_job
 
 from rashomon.analysis import analyze, open_results
 from rashomon.analysis._connectivity import _evaluation_data
@@ -25,27 +25,9 @@ from rashomon.engine.cli import main
 from rashomon.engine.store import ResultsDir
 from rashomon.jobs import UserError, load_job
 
-JOB = """
-name: folder
-dataset: {source: wine, split: {val: 0.25, test: 0.25, seed: 1}}
-model: {family: mlp, hidden: [8], activation: relu}
-train: {epochs: 3, batch_size: 16, optimizer: sgd, lr: 0.05, momentum: 0.9}
-population:
-  seeds: {init: 3, order: 2}
-  grid: {lr: [0.05, 0.1]}
-resources: {cpus_per_worker: 1, models_per_pack: 4}
-output: {predictions: [val, test], weights: true}
-flatness: {enabled: false}
-"""
+JOB = tiny_job(name="folder")
 N_MODELS = 12
 PACK_SIZE = 4
-
-
-def write_job(folder: Path, text: str = JOB, name: str = "job.yaml") -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    path.write_text(textwrap.dedent(text))
-    return path
 
 
 def files(folder: Path) -> dict[Path, bytes]:
@@ -62,7 +44,7 @@ def predictions(out: Path) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def trained(ray_cluster, tmp_path_factory):
     root = tmp_path_factory.mktemp("folder")
-    job = write_job(root)
+    job = write_job(root, JOB)
     out = root / "out"
     assert main(["run", str(job), "--out", str(out), "--quiet"]) == 0
     return job, out, predictions(out)

@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -18,35 +17,28 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from _jobs import tiny_job, write_job
 from safetensors import safe_open
 
 from rashomon.engine.cli import main
 from rashomon.jobs import FLATNESS_COLUMNS
 
-JOB = """
-name: tiny
-dataset: {source: wine, split: {val: 0.25, test: 0.25, seed: 1}}
-model: {family: mlp, hidden: [8], activation: relu}
-train: {epochs: 3, batch_size: 16, optimizer: sgd, lr: 0.05, momentum: 0.9}
-population:
-  seeds: {init: 3, order: 2, data: 2}
-  grid: {lr: [0.05, 1000000.0], dropout: [0.0, 0.3]}
-resources: {cpus_per_worker: 1, models_per_pack: 5}
-output: {predictions: [val, test], weights: true}
-"""
+# with flatness statistics, and half of the models diverged
+JOB = tiny_job(
+    population={
+        "seeds": {"init": 3, "order": 2, "data": 2},
+        "grid": {"lr": [0.05, 1000000.0], "dropout": [0.0, 0.3]},
+    },
+    resources={"models_per_pack": 5},
+    flatness=None,
+)
 N_MODELS = 3 * 2 * 2 * 2 * 2
-
-
-def write_job(tmp_path: Path, text: str = JOB, name: str = "job.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(text))
-    return path
 
 
 @pytest.fixture(scope="module")
 def finished_run(ray_cluster, tmp_path_factory):
     root = tmp_path_factory.mktemp("run")
-    job = write_job(root)
+    job = write_job(root, JOB)
     out = root / "out"
     assert main(["run", str(job), "--out", str(out), "--quiet"]) == 0
     return job, out
@@ -197,13 +189,40 @@ def test_flatness_recomputes_the_statistics_from_saved_weights(finished_run, tmp
     )
 
 
-def test_dry_run_plans_and_writes_nothing(tmp_path, capsys):
-    job = write_job(tmp_path)
-    out = tmp_path / "never"
-    assert main(["run", str(job), "--out", str(out), "--dry-run"]) == 0
-    text = capsys.readouterr().out
-    assert f"{N_MODELS} models, {N_MODELS} to train" in text and "estimated output" in text
-    assert not out.exists()
+def test_an_interrupted_flatness_recompute_continues_where_it_stopped(finished_run, tmp_path):
+    """Each pack's models file is rewritten whole, with the settings it was measured with: run
+    again after an interruption (one pack still as trained), only that pack is measured."""
+    _, out = finished_run
+    copy = shutil.copytree(out, tmp_path / "copy")
+    trained = {p.name: p.read_bytes() for p in (copy / "models").glob("*.parquet")}
+    assert main(["flatness", str(copy), "--set", "trace_probes=8", "--quiet"]) == 0
+    first = pd.read_parquet(copy / "models").set_index("model_id").sort_index()
+    victim = sorted(trained)[0]
+    (copy / "models" / victim).write_bytes(trained[victim])  # not reached before the stop
+    stamps = {p.name: p.stat().st_mtime_ns for p in (copy / "models").glob("*.parquet")}
+    assert main(["flatness", str(copy), "--set", "trace_probes=8", "--quiet"]) == 0
+    rewritten = {
+        p.name
+        for p in (copy / "models").glob("*.parquet")
+        if p.stat().st_mtime_ns != stamps[p.name]
+    }
+    assert rewritten == {victim}
+    again = pd.read_parquet(copy / "models").set_index("model_id").sort_index()
+    pd.testing.assert_frame_equal(again, first)
+
+
+def test_flatness_of_a_pack_without_weights_stops_with_one_line(finished_run, tmp_path, capsys):
+    """A trainer's user error (here: a pack's weights are gone) ends the recompute at once,
+    in one line, as the driver's would."""
+    _, out = finished_run
+    copy = shutil.copytree(out, tmp_path / "copy")
+    victim = sorted((copy / "weights").glob("*.safetensors"))[0]
+    victim.unlink()
+    capsys.readouterr()
+    assert main(["flatness", str(copy), "--quiet"]) == 2
+    error = capsys.readouterr().err
+    assert f"no saved weights for pack {victim.stem}" in error
+    assert "Traceback" not in error and len(error.splitlines()) == 1
 
 
 def test_bad_job_exits_2_with_one_line_and_no_traceback(tmp_path, capsys):
@@ -219,6 +238,7 @@ def _pack_files(out: Path) -> list[Path]:
     return list(folder.glob("*.parquet")) if folder.exists() else []
 
 
+@pytest.mark.slow  # a command in a child process, with a Ray of its own
 def test_driver_killed_with_sigkill_resumes_with_every_model_exactly_once(ray_cluster, tmp_path):
     job = write_job(tmp_path, JOB.replace("epochs: 3", "epochs: 60"))
     out = tmp_path / "out"
@@ -254,21 +274,22 @@ def test_driver_killed_with_sigkill_resumes_with_every_model_exactly_once(ray_cl
 
 
 def test_failed_models_are_reported_and_only_they_are_trained_again(finished_run, tmp_path, capsys):
-    from rashomon.engine.run._driver import pending_models
+    from rashomon.engine.run import RunContext
     from rashomon.engine.run._plan import plan_packs
-    from rashomon.engine.store import ResultsDir, models_table
+    from rashomon.engine.store import models_table
     from rashomon.jobs import expand, load_job
 
     job_file, out = finished_run
     job = load_job(job_file)
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
-    results = ResultsDir(copy)
+    context = RunContext.for_job(job, copy)
+    results = context.results
     victim_pack = pd.read_parquet(copy / "models")["pack_id"].iloc[0]
     for folder in ("models", "predictions"):
         (copy / folder / f"{victim_pack}.parquet").unlink()
     (copy / "weights" / f"{victim_pack}.safetensors").unlink()
-    pending, total, _ = pending_models(job, results)
+    pending = context.pending().variants
     [pack] = plan_packs(pending, job.train, len(pending), 13, 3)
     failed = models_table(
         pack.columns() | {"status": ["failed"] * len(pack), "error": ["boom"] * len(pack)}
@@ -278,9 +299,9 @@ def test_failed_models_are_reported_and_only_they_are_trained_again(finished_run
     assert main(["status", str(copy)]) == 1
     text = capsys.readouterr().out
     assert f"failed   {len(pack):>8}" in text and f"pack {pack.pack_id}" in text and "boom" in text
-    still_pending, _, failed_packs = pending_models(job, results)
-    assert {v.model_id for v in still_pending} == {m.model_id for m in pack.models}
-    assert failed_packs == {pack.pack_id} and total == len(expand(job))
+    still = context.pending()
+    assert {v.model_id for v in still.variants} == {m.model_id for m in pack.models}
+    assert still.failed_packs == {pack.pack_id} and still.total == len(expand(job))
 
     assert main(["run", str(job_file), "--out", str(copy), "--quiet"]) == 0
     assert f"{len(pack)} models trained" in capsys.readouterr().out

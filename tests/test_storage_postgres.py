@@ -16,9 +16,10 @@ import textwrap
 import optuna
 import pytest
 import sqlalchemy as sa
-from _postgres import postgres_storage_url_fixture  # noqa: F401  (postgres_storage_url)
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
+
+pytestmark = pytest.mark.slow  # a PostgreSQL server
 
 
 def _snapshot(trials):

@@ -305,3 +305,18 @@ def test_flatness_statistics_are_per_model_and_nan_for_a_diverged_model():
     for name in FLATNESS_COLUMNS:
         assert alone.metrics[name][0] == pytest.approx(pack.metrics[name][2], rel=1e-5), name
     assert train_pack(settings, healthy[:1], data).metrics.keys().isdisjoint(FLATNESS_COLUMNS)
+
+
+def test_a_pack_reports_the_seconds_of_each_phase_and_slices_add_theirs_up():
+    """The estimate scales each phase by its own work: training, evaluation and flatness are
+    timed apart, within the pack's seconds; a pack trained in slices sums its slices'."""
+    data = make_data(torch.float32)
+    settings = dataclasses.replace(SETTINGS, dtype="float32")
+    flatness = FlatnessSettings.from_config(FlatnessConfig(), curvature_examples=32)
+    whole = train_pack(settings, population(4), data, flatness=flatness)
+    assert list(whole.timings) == ["training", "evaluation", "flatness"]
+    assert all(seconds > 0 for seconds in whole.timings.values())
+    assert sum(whole.timings.values()) <= whole.seconds
+    sliced = train_pack(settings, population(4), data, flatness=flatness, max_models=3)
+    assert sum(sliced.timings.values()) <= sliced.seconds
+    assert all(seconds > 0 for seconds in sliced.timings.values())

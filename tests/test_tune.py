@@ -17,7 +17,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
-from _postgres import postgres_storage_url_fixture  # noqa: F401  (postgres_storage_url)
+from _jobs import write_job
 
 from rashomon.analysis import disagreement, open_results, predicted_classes
 from rashomon.engine.cli import main
@@ -39,12 +39,6 @@ search:
 SEEDS = 4
 
 
-def write_job(root: Path, objectives: str = "[val_acc]") -> Path:
-    path = root / "job.yaml"
-    path.write_text(textwrap.dedent(JOB % objectives))
-    return path
-
-
 def load(out: Path, name: str = "tune") -> optuna.Study:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{out / 'study.db'}")
 
@@ -64,7 +58,8 @@ def cohort_values(out: Path, trial: optuna.trial.FrozenTrial) -> tuple[float, fl
 def single(ray_cluster, tmp_path_factory):
     root = tmp_path_factory.mktemp("single")
     out = root / "out"
-    assert main(["tune", str(write_job(root)), "--trials", "8", "--out", str(out), "--quiet"]) == 0
+    job = write_job(root, JOB % "[val_acc]")
+    assert main(["tune", str(job), "--trials", "8", "--out", str(out), "--quiet"]) == 0
     return out
 
 
@@ -96,7 +91,7 @@ def test_a_rerun_with_more_trials_continues_the_study_without_duplicates(single,
 
 
 def test_multi_objective_study_returns_a_pareto_front(ray_cluster, tmp_path, capsys):
-    job = write_job(tmp_path, "[val_acc, disagreement]")
+    job = write_job(tmp_path, JOB % "[val_acc, disagreement]")
     out = tmp_path / "out"
     assert main(["tune", str(job), "--trials", "8", "--out", str(out), "--quiet"]) == 0
     assert "Pareto front (val_acc, disagreement)" in capsys.readouterr().out
@@ -113,8 +108,9 @@ def test_multi_objective_study_returns_a_pareto_front(ray_cluster, tmp_path, cap
             assert not (better and strictly)
 
 
+@pytest.mark.slow  # a command in a child process, with a Ray of its own
 def test_tune_killed_with_sigkill_resumes_without_duplicate_trials_or_models(ray_cluster, tmp_path):
-    job = write_job(tmp_path)
+    job = write_job(tmp_path, JOB % "[val_acc]")
     out = tmp_path / "out"
     command = [sys.executable, "-m", "rashomon.engine.cli", "tune", str(job), "--trials", "8",
                "--out", str(out), "--quiet"]  # fmt: skip
@@ -160,7 +156,7 @@ def test_bad_search_specs_exit_2_with_one_line(tmp_path, capsys, search, message
 
 
 def test_bad_trials_and_storage_exit_2(tmp_path, capsys):
-    job = write_job(tmp_path)
+    job = write_job(tmp_path, JOB % "[val_acc]")
     assert main(["tune", str(job), "--trials", "0", "--out", str(tmp_path / "a")]) == 2
     assert "--trials 0: must be >= 1" in capsys.readouterr().err
     assert main(["tune", str(job), "--trials", "1", "--out", str(tmp_path / "b"),
@@ -169,7 +165,7 @@ def test_bad_trials_and_storage_exit_2(tmp_path, capsys):
 
 
 def test_a_journal_file_storage_for_clusters_with_shared_disks(ray_cluster, tmp_path):
-    job = write_job(tmp_path)
+    job = write_job(tmp_path, JOB % "[val_acc]")
     journal = tmp_path / "shared" / "study.log"
     journal.parent.mkdir()
     out = tmp_path / "out"
@@ -184,8 +180,9 @@ def test_a_journal_file_storage_for_clusters_with_shared_disks(ray_cluster, tmp_
     assert not (out / "study.db").exists()
 
 
+@pytest.mark.slow  # a PostgreSQL server
 def test_a_postgresql_storage(ray_cluster, tmp_path, postgres_storage_url):
-    job = write_job(tmp_path)
+    job = write_job(tmp_path, JOB % "[val_acc]")
     out = tmp_path / "out"
     assert main(["tune", str(job), "--trials", "3", "--out", str(out), "--quiet",
                  "--storage", postgres_storage_url]) == 0  # fmt: skip

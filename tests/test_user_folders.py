@@ -14,6 +14,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 from _cli import TIMEOUT, environment, rashomon
 
 JOB = """
@@ -41,6 +42,7 @@ def users_folder(root: Path) -> Path:
     return root
 
 
+@pytest.mark.slow  # a command in a child process, with a Ray of its own
 def test_run_analyze_and_import_work_from_a_folder_with_the_users_own_packages(tmp_path):
     root = users_folder(tmp_path)
 

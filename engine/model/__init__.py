@@ -29,6 +29,7 @@ from rashomon.engine.model._memory import keep_freed_memory
 from rashomon.engine.model._pack import (
     DTYPES,
     EVALUATION_CHUNK,
+    PHASES,
     ModelSpec,
     PackResult,
     PackSettings,
@@ -46,6 +47,7 @@ __all__ = [
     "DEVICE_MEMORY_FRACTION",
     "DTYPES",
     "EVALUATION_CHUNK",
+    "PHASES",
     "Architecture",
     "ConvFamily",
     "ConvNet",

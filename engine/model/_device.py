@@ -12,7 +12,7 @@ import torch
 from rashomon.engine.model._build import build_family
 from rashomon.engine.model._families import Architecture
 from rashomon.engine.model._flatness import FlatnessSettings
-from rashomon.engine.model._pack import EVALUATION_CHUNK, PackSettings, TrainingData
+from rashomon.engine.model._pack import DTYPES, EVALUATION_CHUNK, PackSettings, TrainingData
 
 # Of the device memory free when a pack starts, what its models may take: the rest is headroom
 # for the caching allocator's fragmentation and the error of `model_memory_bytes`.
@@ -35,7 +35,7 @@ def model_memory_bytes(
     Hessian products; its activations are chunked to a fixed total (``max_elements``). A layer's
     width is what one example's activations hold (every layer output of an nn.Module family)."""
     family = build_family(settings, in_shape or (n_features,), n_classes)
-    item = 8 if settings.dtype == "float64" else 4
+    item = DTYPES[settings.dtype].itemsize
     width = sum(family.widths) if isinstance(family, Architecture) else family.activation_total
     state = 6 * family.n_parameters * item
     activations = 4 * max(settings.batch_size, EVALUATION_CHUNK // 4) * width * item

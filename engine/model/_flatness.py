@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch.func import grad, jvp, vjp, vmap
 
 from rashomon.engine.model import _random
+from rashomon.engine.model._pack import per_model
 from rashomon.engine.model._sam import asam_scale
 from rashomon.engine.model._second_order import MLPHessian
 from rashomon.jobs import TRACK_ITERATIONS
@@ -221,15 +222,13 @@ class _Problem:
             for full, part in zip(product, computed, strict=True):
                 full[rows] = part[0]
             alpha = _dot(vector, product)
-            residual = [w - _per_model(alpha, w) * v for w, v in zip(product, vector, strict=True)]
+            residual = [w - per_model(alpha, w) * v for w, v in zip(product, vector, strict=True)]
             if previous_beta is not None:
-                residual = [r - _per_model(previous_beta, r) * u
+                residual = [r - per_model(previous_beta, r) * u
                             for r, u in zip(residual, basis[-2], strict=True)]  # fmt: skip
             for u in basis:  # full reorthogonalisation keeps the Ritz values honest in float32
                 overlap = _dot(u, residual)
-                residual = [
-                    r - _per_model(overlap, r) * b for r, b in zip(residual, u, strict=True)
-                ]
+                residual = [r - per_model(overlap, r) * b for r, b in zip(residual, u, strict=True)]
             beta = _norm(residual)
             alphas.append(alpha)
             betas.append(beta)
@@ -285,7 +284,7 @@ class _Problem:
         scaled = [t * g for t, g in zip(scale, gradient, strict=True)]
         norm = _norm(scaled).clamp_min(1e-30)
         step = [t * s for t, s in zip(scale, scaled, strict=True)]
-        moved = [p + _per_model(rho / norm, p) * d for p, d in zip(self.params, step, strict=True)]
+        moved = [p + per_model(rho / norm, p) * d for p, d in zip(self.params, step, strict=True)]
         with torch.no_grad():
             return self.losses(moved)
 
@@ -361,12 +360,7 @@ def _norm(tensors: Parameters) -> torch.Tensor:
 
 
 def _scale(tensors: Parameters, factor: torch.Tensor) -> Parameters:
-    return [t * _per_model(factor, t) for t in tensors]
-
-
-def _per_model(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """(M,) values shaped to broadcast over a stacked parameter (M, ...)."""
-    return values.view(-1, *([1] * (like.dim() - 1))).to(like)
+    return [t * per_model(factor, t) for t in tensors]
 
 
 def _top_ritz_pair(
@@ -393,7 +387,7 @@ def _combine_into(
     for t, tensor in enumerate(target):
         weights = coefficients[index].to(tensor)
         combined = sum(
-            _per_model(weights[:, j], tensor[index]) * basis[j][t][index.to(tensor.device)]
+            per_model(weights[:, j], tensor[index]) * basis[j][t][index.to(tensor.device)]
             for j in range(len(basis))
         )
         tensor[index.to(tensor.device)] = combined

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 
 from rashomon.engine.model._optim import BatchedOptimizer
-from rashomon.engine.model._pack import ModelSpec, PackSettings
+from rashomon.engine.model._pack import ModelSpec, PackSettings, per_model
 from rashomon.engine.model._sam import sam_perturbation
 from rashomon.engine.model._subspace import Subspace
 
@@ -95,10 +95,6 @@ class Learner:
             alive &= torch.isfinite(ascended)
         with torch.no_grad():
             for buffer, old in zip(buffers, before, strict=True):
-                buffer.copy_(torch.where(_per_model(alive, buffer), buffer, old))
+                buffer.copy_(torch.where(per_model(alive, buffer), buffer, old))
             self.optimizer.step(self.learnt, grads, lr_factor, alive)
         return losses.detach()
-
-
-def _per_model(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return values.view(-1, *([1] * (like.dim() - 1)))

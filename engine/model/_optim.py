@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 import torch
 
+from rashomon.engine.model._pack import per_model
+
 OPTIMIZERS = ("sgd", "adam", "adamw")
 
 
@@ -39,9 +41,6 @@ class BatchedOptimizer:
             [torch.zeros_like(p) for _ in range(1 if kind == "sgd" else 2)] for p in params
         ]
 
-    def _per_model(self, value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        return value.view(-1, *([1] * (like.dim() - 1)))
-
     def step(
         self,
         params: Sequence[torch.Tensor],
@@ -63,7 +62,7 @@ class BatchedOptimizer:
             if everyone_alive:
                 self._update(param, grad, state, lr_factor)
                 continue
-            keep = self._per_model(alive, param)
+            keep = per_model(alive, param)
             new_param, new_state = param.clone(), [s.clone() for s in state]
             self._update(new_param, grad, new_state, lr_factor)
             param.copy_(torch.where(keep, new_param, param))
@@ -71,8 +70,8 @@ class BatchedOptimizer:
                 old.copy_(torch.where(keep, new, old))
 
     def _update(self, param, grad, state, lr_factor):
-        lr = self._per_model(self.lr, param) * lr_factor
-        weight_decay = self._per_model(self.weight_decay, param)
+        lr = per_model(self.lr, param) * lr_factor
+        weight_decay = per_model(self.weight_decay, param)
         if self.kind == "adamw":
             param.mul_(1 - lr * weight_decay)
         elif self.has_weight_decay:
@@ -83,7 +82,7 @@ class BatchedOptimizer:
             self._adam(param, grad, state, lr)
 
     def _sgd(self, param, grad, buffer, lr):
-        momentum = self._per_model(self.momentum, param)
+        momentum = per_model(self.momentum, param)
         # torch.optim.SGD starts the buffer at the first gradient; momentum * 0 + grad is the same.
         buffer.mul_(momentum).add_(grad)
         direction = grad.addcmul(momentum, buffer) if self.nesterov else buffer

@@ -13,6 +13,8 @@ from rashomon.jobs import SPLITS, ModuleRef
 
 PER_MODEL_HPARAMS = ("lr", "momentum", "weight_decay", "dropout", "rho", "label_noise")
 PER_MODEL_FLAGS = ("sam_normalize", "sam_adaptive")
+# what `PackResult.timings` splits a pack's seconds into (the estimate scales each by its work)
+PHASES = ("training", "evaluation", "flatness")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 # Examples per batched forward pass when a pack is evaluated: a pack of 54 reference MLPs then
 # holds 3.5 MB of activations, which stay in cache (1024 examples: a third of evaluation slower).
@@ -104,3 +106,11 @@ class PackResult:
     parameters: dict[str, torch.Tensor]  # final stacked parameters and buffers, on CPU
     seconds: float
     history: dict[str, np.ndarray] = field(default_factory=dict)  # column -> (M, epochs)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase (PHASES)
+
+
+def per_model(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(M,) values shaped to broadcast over a stacked tensor (M, ...) such as ``like``; real
+    values in its dtype and on its device, masks left as they are."""
+    shaped = values.view(-1, *([1] * (like.dim() - 1)))
+    return shaped.to(like) if shaped.is_floating_point() else shaped

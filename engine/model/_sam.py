@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 import torch
 
+from rashomon.engine.model._pack import per_model
+
 #: ASAM's η during training (Kwon et al. 2021's default).
 ASAM_ETA = 0.01
 _NORM_FLOOR = 1e-12
@@ -39,15 +41,11 @@ def sam_perturbation(
     """ε per stacked tensor (M, ...), from per-model ``rho`` (M,) and boolean ``normalize`` and
     ``adaptive`` (M,)."""
     scale = [
-        torch.where(_per_model(adaptive, t), t, torch.ones_like(t))
+        torch.where(per_model(adaptive, t), t, torch.ones_like(t))
         for t in asam_scale(params, names, ASAM_ETA)
     ]
     scaled = [t * g for t, g in zip(scale, grads, strict=True)]
     norm = sum(s.flatten(1).square().sum(1) for s in scaled).sqrt()
     denominator = torch.where(normalize, norm + _NORM_FLOOR, torch.ones_like(norm))
     factor = rho / denominator
-    return [_per_model(factor, s) * t * s for t, s in zip(scale, scaled, strict=True)]
-
-
-def _per_model(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return values.view(-1, *([1] * (like.dim() - 1)))
+    return [per_model(factor, s) * t * s for t, s in zip(scale, scaled, strict=True)]

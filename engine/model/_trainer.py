@@ -38,6 +38,7 @@ from rashomon.engine.model._pack import (
     EVALUATION_ELEMENTS,
     PER_MODEL_FLAGS,
     PER_MODEL_HPARAMS,
+    PHASES,
     ModelSpec,
     PackResult,
     PackSettings,
@@ -79,6 +80,7 @@ def _concatenate(parts: Sequence[PackResult]) -> PackResult:
         parameters={k: torch.cat([p.parameters[k] for p in parts]) for k in parts[0].parameters},
         seconds=sum(p.seconds for p in parts),
         history={k: np.concatenate([p.history[k] for p in parts]) for k in parts[0].history},
+        timings={k: sum(p.timings[k] for p in parts) for k in parts[0].timings},
     )
 
 
@@ -107,10 +109,15 @@ def _train_slice(
     history = History(family, data, flatness, curvature)
     alive = _fit(settings, family, models, data, learner, buffers, per_model, history)
     params = learner.final()
+    if device.type == "cuda":  # the phase timings must not run ahead of the device
+        torch.cuda.synchronize(device)
+    trained = time.perf_counter()
     metrics, probabilities = _evaluate(family, params, buffers, data, prediction_splits)
     alive &= _all_finite([*params, *buffers], metrics, probabilities)
+    evaluated = time.perf_counter()
     if flatness is not None:
         metrics |= pack_flatness(family, params, initial, alive, data, flatness, buffers)
+    measured = time.perf_counter()
     names = family.parameter_names() + family.buffer_names()
     return PackResult(
         status=["ok" if a else "diverged" for a in alive.tolist()],
@@ -119,6 +126,9 @@ def _train_slice(
         parameters={n: p.detach().cpu() for n, p in zip(names, [*params, *buffers], strict=True)},
         seconds=time.perf_counter() - start,
         history=history.arrays(metrics["val_loss"], metrics["val_acc"]),
+        timings=dict(
+            zip(PHASES, (trained - start, evaluated - trained, measured - evaluated), strict=True)
+        ),
     )
 
 
@@ -286,10 +296,6 @@ def _record_epoch(history, family, learner, buffers, data, alive, train_loss, lr
     history.record(train_loss=train_loss, lr=lr)
     if history.tracker is not None:
         history.record(hessian_top_eig=history.tracker.measure(params, buffers, alive))
-
-
-def _per_model(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return values.view(-1, *([1] * (like.dim() - 1)))
 
 
 def _all_finite(

@@ -3,11 +3,18 @@
 The dataset arrives once, through the object store, when the actor starts; afterwards each call
 carries only a pack description (a few hundred bytes per model). The actor writes the pack's files
 itself, straight into the results folder, so predictions never travel back through the driver.
+The same code trains the estimate's timed packs (`calibrate`) and measures the flatness
+statistics of trained packs again (`remeasure`).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -22,8 +29,15 @@ from rashomon.engine.model import (
     train_pack,
     weights_metadata,
 )
+from rashomon.engine.run._measure import remeasure_pack
 from rashomon.engine.run._plan import Pack
-from rashomon.engine.store import ResultsDir, history_table, models_table, predictions_table
+from rashomon.engine.store import (
+    PACK_FILES,
+    ResultsDir,
+    history_table,
+    models_table,
+    predictions_table,
+)
 from rashomon.jobs import SPLITS
 
 
@@ -31,7 +45,7 @@ class PackTrainer:
     def __init__(
         self,
         dataset: dict,
-        out_dir: str,
+        out_dir: str | None,
         prediction_splits: tuple[str, ...],
         save_weights: bool,
         threads: int,
@@ -45,7 +59,7 @@ class PackTrainer:
             name: dataset["example_ids"][dataset["split"] == code]
             for code, name in enumerate(SPLITS)
         }
-        self.results = ResultsDir(out_dir)
+        self.results = None if out_dir is None else ResultsDir(out_dir)
         self.prediction_splits = prediction_splits
         self.save_weights = save_weights
         self.flatness = flatness
@@ -66,16 +80,51 @@ class PackTrainer:
         return self._data[dtype]
 
     def train(self, pack: Pack) -> dict:
-        """Train ``pack``, write its files and return its counts (the driver's progress)."""
+        """Train ``pack``, write its files and return its counts (the driver's progress) and
+        the seconds of each phase."""
         data = self.training_data(pack.settings.dtype)
+        return self._train(pack, data, self.flatness, self.results)
+
+    def calibrate(
+        self, pack: Pack, rows: Mapping[str, int], flatness: FlatnessSettings | None
+    ) -> dict:
+        """`train` for the estimate: ``pack`` on the first ``rows`` of each split, with these
+        ``flatness`` settings, written to a scratch folder removed after. A warm-up of one
+        step on one minibatch first pays the one-off costs (imports, first allocations), which
+        a run pays once per trainer."""
+        data = self.training_data(pack.settings.dtype)
+        warm_up = {name: 1 for name in SPLITS} | {"train": pack.settings.batch_size}
+        least = flatness and replace(
+            flatness, curvature_examples=1, trace_probes=2, adaptive_probes=2, eig_iterations=1,
+            avg_pairs=1,
+        )  # fmt: skip
+        runs = [
+            (replace(pack, settings=replace(pack.settings, epochs=1)), warm_up, least),
+            (pack, rows, flatness),
+        ]
+        with tempfile.TemporaryDirectory(prefix="rashomon-estimate-") as scratch:
+            results = ResultsDir(scratch)
+            for folder in PACK_FILES:
+                os.makedirs(results.path(folder))
+            for timed, cut, settings in runs:
+                outcome = self._train(timed, _first_rows(data, cut), settings, results)
+        return outcome
+
+    def remeasure(self, pack_id: str, recorded: str) -> dict:
+        """Measure a trained pack's flatness statistics again (``rashomon flatness``), recording
+        the settings ``recorded`` with them."""
+        return remeasure_pack(self.results, pack_id, self.training_data, self.flatness, recorded)
+
+    def _train(self, pack: Pack, data: TrainingData, flatness, results: ResultsDir) -> dict:
         result = train_pack(
             pack.settings,
             [m.spec for m in pack.models],
             data,
             self.prediction_splits,
-            self.flatness,
-            max_models=device_slice(pack.settings, data, self.flatness),
+            flatness,
+            max_models=device_slice(pack.settings, data, flatness),
         )
+        start = time.perf_counter()
         model_ids = [m.model_id for m in pack.models]
         models = models_table(
             pack.columns()
@@ -83,12 +132,15 @@ class PackTrainer:
             | {"train_seconds": np.full(len(pack), result.seconds / len(pack))}
             | {"status": result.status}
         )
+        example_ids = {  # a calibration's splits are their first rows
+            name: self.example_ids[name][: len(rows)] for name, rows in data.split_indices.items()
+        }
         predictions = predictions_table(
-            model_ids, result.probabilities, self.example_ids, data.n_classes
+            model_ids, result.probabilities, example_ids, data.n_classes
         )
         family = build_family(pack.settings, data.example_shape, data.n_classes)
         metadata = {"model_ids": json.dumps(model_ids)} | weights_metadata(family)
-        self.results.write_pack(
+        results.write_pack(
             pack.pack_id,
             models,
             predictions,
@@ -101,7 +153,15 @@ class PackTrainer:
             "models": len(pack),
             "diverged": result.status.count("diverged"),
             "seconds": result.seconds,
+            "timings": result.timings | {"output": time.perf_counter() - start},
         }
+
+
+def _first_rows(data: TrainingData, rows: Mapping[str, int]) -> TrainingData:
+    """``data`` with each split cut to its first ``rows``. The feature matrix stays whole, so
+    minibatch gathers reach as far into memory as in the real run."""
+    kept = {name: indices[: rows[name]] for name, indices in data.split_indices.items()}
+    return replace(data, split_indices=kept)
 
 
 def _assigned_gpu() -> bool:

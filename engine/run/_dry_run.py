@@ -1,549 +1,357 @@
-"""``rashomon run --dry-run``: a job's plan, the size of its output and the compute it needs.
+"""``rashomon run --dry-run``: a job's plan, the size of its output and the compute it needs,
+measured through the real path.
 
-Nothing is trained for good and nothing is written. The wall-time estimate is measured, not
-assumed: one real pack of each kind is timed on this machine the way a trainer actor runs it
-(same pack, same torch threads, same device) for a few optimizer steps, an evaluation of a slice
-of every split, the flat-minima statistics and the serialisation of its output, and each part is
-scaled by how often the whole job repeats it.
+Nothing is written to the results folder. The population is counted by kind (`census`), never
+expanded, and the packs follow from arithmetic (`pack_size`). Ray and the job's trainers start as
+for a run (that start-up is timed), and the kinds that carry most of the work are each trained as
+one real pack on a trainer (`PackTrainer.calibrate`), whose phase timings are scaled by how much
+of each phase's work the whole job repeats: optimizer steps, examples evaluated, curvature
+examples, bytes written. A timed pack is cut to a budget of floating-point work per phase
+(`CALIBRATION_FLOPS`: fewer models, steps and examples; for a huge model a slice of the
+minibatch or of the curvature set), so even a model of millions of parameters is timed in
+seconds; the kinds left untimed are scaled from the nearest timed one.
 """
 
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import NamedTuple
 
 import torch
-from safetensors.torch import save as safetensors_bytes
 
-from rashomon.engine.model import (
-    DTYPES,
-    Architecture,
-    Family,
-    FlatnessSettings,
-    PackResult,
-    PackSettings,
-    TrainingData,
-    build_family,
-    device_slice,
-    keep_freed_memory,
-    pack_flatness,
-    train_pack,
-)
-from rashomon.engine.run._actor import dataset_payload
-from rashomon.engine.run._driver import pending_models
-from rashomon.engine.run._plan import CPU_PACK_CAP, Pack, plan_packs
-from rashomon.engine.run._preflight import check_models
-from rashomon.engine.store import ResultsDir, models_table, parquet_bytes, predictions_table
-from rashomon.jobs import SPLITS, prepare_job_dataset
+from rashomon.engine.model import DTYPES, PHASES, FlatnessSettings, PackSettings, build_family
+from rashomon.engine.run._context import RunContext
+from rashomon.engine.run._kinds import Census, Kind, census, without_finished
+from rashomon.engine.run._plan import CPU_PACK_CAP, Pack, pack_model, pack_size
+from rashomon.engine.run._scheduler import Task
+from rashomon.jobs import SPLITS, ModelVariant, UserError
 
 # Measured on adult-mlp (zstd Parquet, 20 M rows): a prediction row costs about its float32
 # probabilities plus ~1 byte for the dictionary-encoded id columns; a models row, with the
 # flat-minima statistics, ~340 bytes (docs/sizing.md).
 PREDICTION_ROW_OVERHEAD = 1
 MODEL_ROW_BYTES = 340
-
-# The timed training run of a pack aims at this many seconds (between these many steps), so that
-# one calibration stays near a second whatever the model size (its steps are judged from a warm-up
-# that also pays one-off costs, so it runs shorter); epochs over a slice of the training split
-# keep the evaluation of that slice a small part of the run.
-CALIBRATION_TRAIN_SECONDS = 1.0
-CALIBRATION_STEPS = (4, 64)
-CALIBRATION_EPOCHS = 4
-CALIBRATION_REPEATS = 2
-FLATNESS_CALIBRATION_SECONDS = 0.5
-# Pack kinds are timed, largest share first, until this much time is spent; the rest are scaled
-# from a timed kind by their floating-point work.
-CALIBRATION_BUDGET_SECONDS = 6.0
-
-
-class PackKind(NamedTuple):
-    """What a pack's cost depends on: its settings, and whether it draws dropout masks."""
-
-    settings: PackSettings
-    dropout: bool
+# The work of a timed pack: a fraction of a second per phase on one core (~20 GFLOP/s), the
+# flatness statistics a few seconds (all their probes, but for huge models)
+CALIBRATION_FLOPS = 5e9
+FLATNESS_FLOPS = 4e10
+STEPS = (2, 64)  # optimizer steps of a timed pack
+TIMED_KINDS = 4  # kinds timed, largest share of the work first
+SIMULATED_PACKS = 100_000  # more packs than this: the wall time of list scheduling's bound
+WORK = (*PHASES, "output")
 
 
 @dataclass(frozen=True)
-class PlanSummary:
-    """The plan reduced to what the printout needs, so the million models can be freed first."""
+class Compute:
+    """The job's worker time, from packs timed on this machine's trainers: worker-seconds per
+    part of the work, the seconds to start Ray and the trainers, and the wall time."""
 
-    total: int
-    pending: int
-    workers: int
-    packs: list[tuple[PackKind, int]]  # every pack's kind and size, in the order of the plan
-    first_packs: dict[PackKind, Pack]  # the pack of each kind that calibration times
-    weight_bytes: int
-
-
-@dataclass(frozen=True)
-class ModelCost:
-    """A worker's seconds for one model of a pack, split by what each part grows with."""
-
-    step: float  # one optimizer step
-    example: float  # evaluating one example of any split
-    prediction_row: float  # building and serialising one row of the predictions table
-    flatness: float  # the flat-minima statistics
-    record: float  # the models row and the weights
-
-    def scaled(self, step_ratio: float, parameter_ratio: float) -> ModelCost:
-        """The cost of a kind with more floating-point work per step and per parameter."""
-        return ModelCost(
-            self.step * step_ratio,
-            self.example * parameter_ratio,
-            self.prediction_row,
-            self.flatness * parameter_ratio,
-            self.record * parameter_ratio,
-        )
-
-
-@dataclass(frozen=True)
-class Workload:
-    """What one model of a kind asks of a worker, in the units of `ModelCost`."""
-
-    steps: int
-    examples: int
-    prediction_rows: int
-
-    def parts(self, cost: ModelCost) -> dict[str, float]:
-        return {
-            "training": cost.step * self.steps,
-            "evaluation": cost.example * self.examples,
-            "flatness": cost.flatness,
-            "output": cost.prediction_row * self.prediction_rows + cost.record,
-        }
-
-
-@dataclass(frozen=True)
-class ComputeEstimate:
-    """The job's worker time, from packs timed on this machine."""
-
-    parts: dict[str, float]  # worker-seconds of all pending models, per part of the work
-    wall_seconds: float  # on the local workers, packs dealt in plan order
-    models: int
+    parts: dict[str, float]
+    startup: dict[str, float]
+    wall_seconds: float  # start-up, then the packs dealt in plan order to the local workers
     device: str
     threads: int
-    timed_kinds: int
+    timed: int  # kinds timed, of `kinds`
     kinds: int
     calibration_seconds: float
-    calibration_models: int
+    calibration_models: int  # the most models in a timed pack
+    sliced: bool  # a timed pack did part of its work (a huge model's), and was scaled
 
     @property
     def worker_seconds(self) -> float:
         return sum(self.parts.values())
 
 
-def describe_plan(job, out: Path | str) -> str:
-    """The printout of ``--dry-run``: what would be trained, how much it writes, how long it
-    takes on workers like this machine (timed here; nothing is written)."""
-    dataset = prepare_job_dataset(job)
-    check_models(job, dataset, ResultsDir(out))
-    plan = summarise_plan(job, dataset, out)
-    sizes = [size for _, size in plan.packs] or [0]
-    n_predicted = sum(len(dataset.indices(s)) for s in job.output.predictions)
-    prediction_bytes = (
-        plan.pending * n_predicted * (4 * dataset.n_classes + PREDICTION_ROW_OVERHEAD)
-    )
-    lines = [
-        f"job {job.name}: {plan.total} models, {plan.pending} to train, "
-        f"{plan.total - plan.pending} done",
-        f"dataset {dataset.name}: {dataset.n_examples} examples x {dataset.n_features} features, "
-        f"{dataset.n_classes} classes",
-        f"packs: {len(plan.packs)} (models per pack {min(sizes)}-{max(sizes)}, "
-        f"{len({kind.settings for kind, _ in plan.packs})} distinct architectures/settings), "
-        f"planned for {plan.workers} local workers",
-        f"estimated output: predictions {_bytes(prediction_bytes)}, "
-        f"weights {_bytes(plan.weight_bytes)}, "
-        f"models {_bytes(plan.pending * MODEL_ROW_BYTES)} -> {out}",
-    ]
-    if plan.pending:
-        lines += describe_estimate(job, estimate_compute(job, dataset, plan), plan.workers)
-    return "\n".join(lines)
+@dataclass(frozen=True)
+class Estimate:
+    """What ``--dry-run`` prints: the models, the dataset, the packs (their number, smallest
+    and largest size, distinct settings), the output's bytes and the compute."""
+
+    job: str
+    total: int
+    pending: int
+    dataset: str
+    examples: int
+    features: int
+    classes: int
+    packs: int
+    pack_sizes: tuple[int, int]
+    settings: int
+    workers: int
+    output: dict[str, float]  # bytes of predictions, weights, models
+    out: str
+    sampled: int | None  # the kinds' shares read off this many models (None: exact)
+    flatness: bool
+    gpus: float  # per worker, as the job asks
+    compute: Compute | None
 
 
-def summarise_plan(job, dataset, out: Path | str) -> PlanSummary:
-    """Plan the pending models as the driver would, for as many workers as this machine has."""
-    results = ResultsDir(out)
+def estimate(job, out: str | os.PathLike) -> Estimate:
+    """The plan of ``job`` into ``out`` and, unless nothing is left to train, its compute timed
+    here (nothing is written)."""
+    context = RunContext.for_job(job, out)
+    dataset, results = context.dataset, context.results
+    found = census(job)
+    total = found.models
     if results.identity() is not None:
-        pending, total, _ = pending_models(job, results)
-    else:
-        from rashomon.jobs import expand
-
-        pending = expand(job)
-        total = len(pending)
-    workers = max(1, int((os.cpu_count() or 1) // job.resources.cpus_per_worker))
-    packs = plan_packs(
-        pending,
-        job.train,
-        job.resources.models_per_pack,
-        dataset.n_features,
-        dataset.n_classes,
-        n_workers=workers,
-        on_gpu=job.resources.gpus_per_worker > 0,
-        in_shape=dataset.example_shape,
-        module=job.module_reference(),
-    )
-    kinds = [PackKind(p.settings, any(m.spec.dropout > 0 for m in p.models)) for p in packs]
-    first_packs: dict[PackKind, Pack] = {}
-    for kind, pack in zip(kinds, packs, strict=True):
-        first_packs.setdefault(kind, pack)
-    weight_bytes = 0
-    if job.output.weights:
-        weight_bytes = sum(
-            len(p) * _parameters(p.settings, dataset) * _itemsize(p.settings) for p in packs
-        )
-    return PlanSummary(
-        total,
-        len(pending),
-        workers,
-        [(kind, len(p)) for kind, p in zip(kinds, packs, strict=True)],
-        first_packs,
-        weight_bytes,
-    )
-
-
-def estimate_compute(job, dataset, plan: PlanSummary) -> ComputeEstimate:
-    """Time the pack kinds that carry most of the work (within the calibration budget) and
-    scale every pack of the plan from them."""
-    threads = max(1, int(job.resources.cpus_per_worker))
-    device = _calibration_device(job)
-    models_per_kind: dict[PackKind, int] = {}
-    for kind, size in plan.packs:
-        models_per_kind[kind] = models_per_kind.get(kind, 0) + size
-    workloads = {kind: _workload(kind.settings, dataset, job) for kind in models_per_kind}
-    order = sorted(
-        models_per_kind,
-        key=lambda k: -models_per_kind[k] * workloads[k].steps * _step_flops(k, dataset),
-    )
-    start = time.perf_counter()
-    costs, calibration_models = _time_kinds(job, dataset, plan, order, device, threads)
-    calibration_seconds = time.perf_counter() - start
-    for kind in order:
-        if kind not in costs:
-            costs[kind] = _scaled_cost(kind, costs, dataset)
-    parts = dict.fromkeys(("training", "evaluation", "flatness", "output"), 0.0)
-    for kind, n_models in models_per_kind.items():
-        for name, seconds in workloads[kind].parts(costs[kind]).items():
-            parts[name] += n_models * seconds
-    per_model = {kind: sum(workloads[kind].parts(costs[kind]).values()) for kind in costs}
-    return ComputeEstimate(
-        parts=parts,
-        wall_seconds=_makespan([per_model[k] * size for k, size in plan.packs], plan.workers),
-        models=plan.pending,
-        device=device.type,
-        threads=threads,
-        timed_kinds=len(calibration_models),
-        kinds=len(order),
-        calibration_seconds=calibration_seconds,
-        calibration_models=max(calibration_models),
-    )
-
-
-def describe_estimate(job, estimate: ComputeEstimate, workers: int) -> list[str]:
-    """Worker-hours, what a model costs and what it includes, and the wall time per node: a
-    cluster's nodes of ``workers`` workers like these share the packs, so time divides by them."""
-    hours = estimate.worker_seconds / 3600
-    per_model = estimate.worker_seconds / estimate.models
-    share = ", ".join(
-        f"{name} {seconds / estimate.models:.3g}" for name, seconds in estimate.parts.items()
-    )
-    flatness = "flatness statistics" if job.flatness.enabled else "no flatness statistics (off)"
-    lines = [
-        f"estimated compute: {hours:.3g} worker-hours on workers like this machine's "
-        f"({estimate.device}, {estimate.threads} torch thread{'s' * (estimate.threads > 1)} "
-        f"each): {estimate.models / hours:,.0f} models per worker-hour",
-        f"  a model: {per_model:.3g} s = {share} (s); includes {flatness} and output "
-        "serialisation, not start-up (Ray, actors) or storage I/O",
-        f"estimated wall time: {_duration(estimate.wall_seconds)} with the {workers} local "
-        f"workers, i.e. per node of {workers} workers like these: divide by the number of nodes",
-        f"  (calibrated in {estimate.calibration_seconds:.1f} s: {estimate.timed_kinds} of "
-        f"{estimate.kinds} pack kinds timed on this machine, up to "
-        f"{estimate.calibration_models} models per pack"
-        + (", the others scaled by their FLOPs)" if estimate.timed_kinds < estimate.kinds else ")"),
-    ]
-    if job.resources.gpus_per_worker > 0:
-        lines.append(_gpu_caveat(job, estimate.device))
-    return lines
-
-
-def _gpu_caveat(job, device: str) -> str:
-    asked = f"the job asks for {job.resources.gpus_per_worker:g} GPU per worker"
-    if device == "cuda":
-        return (
-            f"  note: {asked}; calibrated on this machine's GPU "
-            f"({torch.cuda.get_device_name()}): another GPU will differ"
-        )
-    return (
-        f"  note: {asked}, but this machine has no CUDA device: the estimate is for its CPU "
-        f"(packs timed at most {CPU_PACK_CAP} models of the planned GPU packs); a GPU worker "
-        "will differ and was not measured"
-    )
-
-
-def _time_kinds(
-    job,
-    dataset,
-    plan: PlanSummary,
-    order: Sequence[PackKind],
-    device: torch.device,
-    threads: int,
-) -> tuple[dict[PackKind, ModelCost], list[int]]:
-    """The cost per model of the first kinds of ``order`` that fit the calibration budget (and
-    the calibration packs' sizes), timed in this process as an actor would train them."""
-    payload = dataset_payload(dataset)
-    flatness = FlatnessSettings.from_config(job.flatness) if job.flatness.enabled else None
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    keep_freed_memory()  # as in every actor: without it, fresh pages cost the flatness a third
-    costs: dict[PackKind, ModelCost] = {}
-    calibration_models = []
-    data: dict[str, TrainingData] = {}
-    deadline = time.perf_counter() + CALIBRATION_BUDGET_SECONDS
-    try:
-        for kind in order:
-            if costs and time.perf_counter() > deadline:
-                break
-            pack = plan.first_packs[kind]
-            dtype = pack.settings.dtype
-            if dtype not in data:
-                data[dtype] = TrainingData.from_arrays(
-                    payload["features"],
-                    payload["labels"],
-                    payload["split"],
-                    payload["n_classes"],
-                    DTYPES[dtype],
-                    device,
-                    payload["shape"],
-                )
-            pack = replace(
-                pack, models=pack.models[: _slice_size(job, pack, data[dtype], flatness)]
+        if results.identity().get("job_hash") != job.job_hash:
+            raise UserError(
+                f"{results.location}: holds the results of a different job, which `rashomon "
+                "run` refuses; choose another --out"
             )
-            costs[kind] = _time_pack(pack, data[dtype], payload, job, flatness)
-            calibration_models.append(len(pack))
-    finally:
-        torch.set_num_threads(previous_threads)
-    return costs, calibration_models
-
-
-def _slice_size(job, pack: Pack, data: TrainingData, flatness: FlatnessSettings | None) -> int:
-    """How many models of ``pack`` to time: on a CUDA device, the slice the actor trains at
-    once; a GPU-sized pack timed on a CPU, `CPU_PACK_CAP`."""
-    on_device = device_slice(pack.settings, data, flatness)
-    if on_device is not None:
-        return min(len(pack), on_device)
-    if job.resources.gpus_per_worker > 0:
-        return min(len(pack), CPU_PACK_CAP)
-    return len(pack)
-
-
-def _time_pack(
-    pack: Pack,
-    data: TrainingData,
-    payload: dict,
-    job,
-    flatness: FlatnessSettings | None,
-) -> ModelCost:
-    """Seconds per model of each part of training ``pack``: the evaluation of a slice of every
-    split, a few epochs over a slice of the training split (less its evaluation), the flatness
-    statistics of the trained models and the serialisation of their output."""
-    settings, specs = pack.settings, [m.spec for m in pack.models]
-    splits, n_models = job.output.predictions, len(pack)
-    steps = _calibration_steps(settings, specs, data, splits)
-    sliced = _first_rows(data, settings.batch_size * math.ceil(steps / CALIBRATION_EPOCHS))
-    evaluated = _fastest(replace(settings, epochs=0), specs, sliced, splits)
-    per_example = evaluated.seconds / n_models / _examples(sliced)
-    train_rows = len(sliced.split_indices["train"])
-    training_only = _first_rows(data, train_rows, others=1)
-    trained = _fastest(replace(settings, epochs=CALIBRATION_EPOCHS), specs, training_only, splits)
-    training = trained.seconds - per_example * n_models * _examples(training_only)
-    predictions, record = _output_seconds(pack, evaluated, trained, sliced, payload, job)
-    return ModelCost(
-        step=max(training, 0.0) / n_models / _steps(train_rows, settings, CALIBRATION_EPOCHS),
-        example=per_example,
-        prediction_row=predictions / n_models / max(1, _prediction_rows(sliced, splits)),
-        flatness=_flatness_seconds(pack, trained, data, flatness),
-        record=record / n_models,
-    )
-
-
-def _fastest(
-    settings: PackSettings, specs: list, data: TrainingData, splits: Sequence[str]
-) -> PackResult:
-    """The faster of `CALIBRATION_REPEATS` runs: other work on the machine only ever slows a
-    run down, and the estimate is for a worker that has its cores to itself."""
-    runs = [train_pack(settings, specs, data, splits) for _ in range(CALIBRATION_REPEATS)]
-    return min(runs, key=lambda run: run.seconds)
-
-
-def _calibration_steps(
-    settings: PackSettings, specs: list, data: TrainingData, splits: Sequence[str]
-) -> int:
-    """How many steps take about `CALIBRATION_TRAIN_SECONDS`, judged from a warm-up of two
-    steps (which also pays the one-off costs of a first call, so that no timed run does)."""
-    warm_data = _first_rows(data, 2 * settings.batch_size)
-    warm_up = train_pack(replace(settings, epochs=1), specs, warm_data, splits)
-    per_step = warm_up.seconds / _steps(len(warm_data.split_indices["train"]), settings, 1)
-    low, high = CALIBRATION_STEPS
-    return min(high, max(low, round(CALIBRATION_TRAIN_SECONDS / per_step)))
-
-
-def _first_rows(data: TrainingData, train_rows: int, others: int | None = None) -> TrainingData:
-    """``data`` with its splits cut to their first rows: ``train_rows`` of training, and of the
-    other splits the same fraction (or ``others`` rows). The feature matrix stays whole, so
-    minibatch gathers reach as far into memory as in the real run."""
-    fraction = min(1.0, train_rows / len(data.split_indices["train"]))
-    kept = {
-        name: train_rows if name == "train" else others or max(1, round(len(rows) * fraction))
-        for name, rows in data.split_indices.items()
-    }
-    return replace(
-        data, split_indices={name: rows[: kept[name]] for name, rows in data.split_indices.items()}
-    )
-
-
-def _flatness_seconds(
-    pack: Pack, trained: PackResult, data: TrainingData, flatness: FlatnessSettings | None
-) -> float:
-    """Seconds per model of the statistics of the briefly trained pack on the job's curvature
-    set (their cost does not depend on the epochs). Timed on sub-packs of doubling size until
-    one takes `FLATNESS_CALIBRATION_SECONDS` or is the whole pack: a model costs less in a
-    larger pack, so the largest one timed is the closest to the real pack."""
-    if flatness is None:
-        return 0.0
-    device = data.features.device
-    family = build_family(pack.settings, data.example_shape, data.n_classes)
-    params = [trained.parameters[name].to(device) for name in family.parameter_names()]
-    buffers = [trained.parameters[name].to(device) for name in family.buffer_names()]
-    initial, _ = family.init([m.spec.init_seed for m in pack.models], data.features.dtype, device)
-    alive = torch.tensor([s == "ok" for s in trained.status], device=device)
-
-    def timed(n_models: int) -> float:
+        found = without_finished(found, context.finished_population())
+    pending = {kind: count.models for kind, count in found.kinds.items() if count.models}
+    startup: dict[str, float] = {}
+    if pending:
         start = time.perf_counter()
-        first = [p[:n_models] for p in params], [p[:n_models] for p in initial]
-        pack_flatness(
-            family, *first, alive[:n_models], data, flatness, [b[:n_models] for b in buffers]
-        )
-        return time.perf_counter() - start
+        resources = job.resources
+        on_gpu = resources.gpus_per_worker > 0 and torch.cuda.is_available()
+        # a worker wider than this machine is timed here all the same, on the cores it has
+        cpus = math.ceil(resources.cpus_per_worker)
+        num_cpus = cpus if (os.cpu_count() or 1) < cpus else None
+        context.connect(num_cpus=num_cpus, gpus=resources.gpus_per_worker if on_gpu else 0)
+        startup["Ray"] = time.perf_counter() - start
+    else:
+        context.workers = max(1, int((os.cpu_count() or 1) // job.resources.cpus_per_worker))
+    groups: dict[PackSettings, int] = {}
+    for kind, n in pending.items():
+        groups[kind.settings] = groups.get(kind.settings, 0) + n
+    packs = {settings: _packs(context, settings, n) for settings, n in groups.items()}
+    n_pending = sum(pending.values())
+    predicted = sum(len(dataset.indices(s)) for s in job.output.predictions)
+    return Estimate(
+        job=job.name,
+        total=total,
+        pending=n_pending,
+        dataset=dataset.name,
+        examples=dataset.n_examples,
+        features=dataset.n_features,
+        classes=dataset.n_classes,
+        packs=sum(count for sizes in packs.values() for _, count in sizes),
+        pack_sizes=(
+            min((size for sizes in packs.values() for size, _ in sizes), default=0),
+            max((size for sizes in packs.values() for size, _ in sizes), default=0),
+        ),
+        settings=len(groups),
+        workers=context.workers,
+        output={
+            "predictions": n_pending * predicted * _row_bytes(dataset.n_classes),
+            "weights": sum(n * _weight_bytes(context, k.settings) for k, n in pending.items()),
+            "models": n_pending * MODEL_ROW_BYTES,
+        },
+        out=results.location,
+        sampled=found.sampled,
+        flatness=job.flatness.enabled,
+        gpus=job.resources.gpus_per_worker,
+        compute=_compute(context, found, pending, packs, startup) if pending else None,
+    )
 
-    timed(1)  # the first call imports torch._dynamo (seconds, once per actor): not timed
-    n_models = 1
-    while True:
-        n_models = min(2 * n_models, len(pack))
-        seconds = timed(n_models)
-        if n_models == len(pack) or seconds >= FLATNESS_CALIBRATION_SECONDS:
-            return seconds / n_models
+
+def _packs(context: RunContext, settings: PackSettings, n_models: int) -> list[tuple[int, int]]:
+    """The plan's packs of ``n_models`` models with these settings: (size, how many)."""
+    job, dataset = context.job, context.dataset
+    size = pack_size(
+        n_models, settings, job.resources.models_per_pack, dataset.n_features,
+        dataset.n_classes, context.workers, job.resources.gpus_per_worker > 0,
+        dataset.example_shape,
+    )  # fmt: skip
+    full, rest = divmod(n_models, size)
+    return [(size, full), (rest, 1)] if rest else [(size, full)]
 
 
-def _output_seconds(
-    pack: Pack,
-    evaluated: PackResult,
-    trained: PackResult,
-    sliced: TrainingData,
-    payload: dict,
-    job,
-) -> tuple[float, float]:
-    """Seconds to build and serialise, in memory, the predictions of the sliced splits and the
-    pack's models rows and weights — what an actor does before its files are written."""
-    example_ids = {
-        name: payload["example_ids"][rows.cpu().numpy()]
-        for name, rows in sliced.split_indices.items()
+def _compute(
+    context: RunContext,
+    found: Census,
+    pending: dict[Kind, int],
+    packs: dict[PackSettings, list[tuple[int, int]]],
+    startup: dict[str, float],
+) -> Compute:
+    """Start the trainers, time the kinds with the most work and scale every kind from them."""
+    dataset = context.dataset
+    rows = {name: len(dataset.indices(name)) for name in SPLITS}
+    flatness = _flatness(context, rows["train"])
+    work = {kind: _work(context, kind.settings, rows, flatness) for kind in pending}
+    order = sorted(pending, key=lambda k: -pending[k] * work[k]["training"])
+    timed = {
+        kind: _timing(context, kind, found.kinds[kind].hparams, packs[kind.settings][0][0], i)
+        for i, kind in enumerate(order[:TIMED_KINDS])
     }
     start = time.perf_counter()
-    model_ids = [m.model_id for m in pack.models]
-    parquet_bytes(
-        predictions_table(model_ids, evaluated.probabilities, example_ids, payload["n_classes"])
-    )
-    predictions = time.perf_counter() - start
+    scheduler = context.scheduler(write=False)
+    scheduler.wait_started()
+    startup["trainers"] = time.perf_counter() - start
+    rates: dict[Kind, dict[str, float]] = {}  # seconds per unit of each phase's work
+    kind_of = {task.pack_id: kind for kind, (task, _, _) in timed.items()}
+
+    def done(task: Task, outcome: dict) -> None:
+        kind = kind_of[task.pack_id]
+        units, seconds = timed[kind][1], outcome["timings"]
+        rates[kind] = {p: seconds[p] / len(task.pack) / units[p] if units[p] else 0 for p in WORK}
+
+    def failed(task: Task, reason: str) -> None:
+        raise UserError(f"--dry-run: the trainers could not time a pack of this job ({reason})")
+
     start = time.perf_counter()
-    parquet_bytes(models_table(pack.columns() | trained.metrics | {"status": trained.status}))
-    if job.output.weights:
-        safetensors_bytes({k: v.contiguous() for k, v in trained.parameters.items()})
-    return predictions, time.perf_counter() - start
-
-
-def _scaled_cost(kind: PackKind, costs: dict[PackKind, ModelCost], dataset) -> ModelCost:
-    """An untimed kind's cost: the timed kind closest in FLOPs per step, scaled by FLOPs."""
-    flops = _step_flops(kind, dataset)
-    nearest = min(costs, key=lambda k: abs(math.log(_step_flops(k, dataset) / flops)))
-    return costs[nearest].scaled(
-        flops / _step_flops(nearest, dataset),
-        _parameters(kind.settings, dataset) / _parameters(nearest.settings, dataset),
+    scheduler.run([task for task, _, _ in timed.values()], on_done=done, give_up=failed)
+    calibration = time.perf_counter() - start
+    per_model = {}
+    for kind in pending:
+        rate = rates.get(kind) or rates[_nearest(kind, rates, work)]
+        per_model[kind] = {phase: rate[phase] * work[kind][phase] for phase in WORK}
+    parts = {phase: sum(n * per_model[k][phase] for k, n in pending.items()) for phase in WORK}
+    seconds = dict.fromkeys(packs, 0.0)  # of a model of a pack, averaged over its kinds
+    for kind, n in pending.items():
+        share = n / sum(size * count for size, count in packs[kind.settings])
+        seconds[kind.settings] += share * sum(per_model[kind].values())
+    runs = [(seconds[s] * size, count) for s, sizes in packs.items() for size, count in sizes]
+    return Compute(
+        parts=parts,
+        startup=startup,
+        wall_seconds=sum(startup.values()) + _makespan(runs, context.workers),
+        device="cuda" if context.gpus > 0 else "cpu",
+        threads=max(1, int(context.job.resources.cpus_per_worker)),
+        timed=len(timed),
+        kinds=len(pending),
+        calibration_seconds=calibration,
+        calibration_models=max(len(task.pack) for task, _, _ in timed.values()),
+        sliced=any(sliced for _, _, sliced in timed.values()),
     )
 
 
-def _calibration_device(job) -> torch.device:
-    """The device a worker of this job trains on, if this machine has one."""
-    on_gpu = job.resources.gpus_per_worker > 0 and torch.cuda.is_available()
-    return torch.device("cuda" if on_gpu else "cpu")
-
-
-def _workload(settings: PackSettings, dataset, job) -> Workload:
-    return Workload(
-        steps=_steps(len(dataset.indices("train")), settings, settings.epochs),
-        examples=sum(len(dataset.indices(s)) for s in SPLITS),
-        prediction_rows=sum(len(dataset.indices(s)) for s in job.output.predictions),
+def _timing(
+    context: RunContext, kind: Kind, hparams, planned: int, index: int
+) -> tuple[Task, dict[str, float], bool]:
+    """The timed pack of a kind: the models of one of its configurations, as many as its
+    packs hold but for the FLOPs budget (on a CPU, at most `CPU_PACK_CAP` of a GPU job's),
+    trained for `STEPS` on the first rows of each split; its flatness statistics on the job's
+    curvature set with as many probes and iterations as the budget allows. With the work per
+    model in its phases (`_work`), and whether it is part of the kind's (a huge model's)."""
+    job, dataset = context.job, context.dataset
+    settings, budget = kind.settings, CALIBRATION_FLOPS
+    flops, _ = _flops(context, settings)
+    models = min(planned, CPU_PACK_CAP) if context.gpus < job.resources.gpus_per_worker else planned
+    step = 3 * flops * settings.batch_size  # forward and backward of one model's minibatch
+    models = min(models, max(1, int(budget // (STEPS[0] * step))))
+    batch = settings.batch_size
+    if STEPS[0] * step > budget:  # a slice of one minibatch
+        batch = max(1, int(budget // (STEPS[0] * 3 * flops)))
+    steps = min(STEPS[1], max(STEPS[0], int(budget // (models * 3 * flops * batch))))
+    n_train = len(dataset.indices("train"))
+    flatness = _flatness(context, n_train, models * flops)
+    curvature = flatness.curvature_examples if flatness else 0
+    train = min(n_train, max(steps * batch, curvature))
+    epochs = max(1, round(steps / math.ceil(train / batch)))
+    others = max(1, int(budget // (2 * models * flops)))
+    rows = {name: min(len(dataset.indices(name)), others) for name in SPLITS} | {"train": train}
+    seeds = itertools.islice(job.population.seeds.triples(), models)
+    variants = [ModelVariant(f"{i:016x}", *triple, hparams) for i, triple in enumerate(seeds)]
+    pack = Pack(
+        f"{index:016x}",
+        replace(settings, epochs=epochs, batch_size=batch),
+        tuple(pack_model(v) for v in variants),
     )
+    task = Task(pack.pack_id, "calibrate", (pack, rows, flatness), pack)
+    sliced = batch < settings.batch_size or flatness != _flatness(context, n_train)
+    return task, _work(context, pack.settings, rows, flatness), sliced
 
 
-def _steps(train_rows: int, settings: PackSettings, epochs: int) -> int:
-    return epochs * math.ceil(train_rows / settings.batch_size)
+def _flatness(context: RunContext, n_train: int, flops: float = 0.0) -> FlatnessSettings | None:
+    """The job's flatness settings on a training split of ``n_train`` examples (None: off);
+    with ``flops`` (one forward pass of every model of a pack), with fewer probes and
+    iterations, then fewer curvature examples, until they fit `FLATNESS_FLOPS`."""
+    config = context.job.flatness
+    if not config.enabled:
+        return None
+    settings = FlatnessSettings.from_config(config)
+    settings = replace(settings, curvature_examples=min(settings.curvature_examples, n_train))
+    share = FLATNESS_FLOPS / max(flops * settings.curvature_examples * _passes(settings), 1.0)
+    if share < 1:
+        settings = replace(
+            settings,
+            trace_probes=max(2, int(settings.trace_probes * share)),
+            adaptive_probes=max(2, int(settings.adaptive_probes * share)),
+            eig_iterations=max(1, int(settings.eig_iterations * share)),
+            avg_pairs=max(1, int(settings.avg_pairs * share)),
+        )
+        rows = FLATNESS_FLOPS / (flops * _passes(settings))
+        settings = replace(
+            settings, curvature_examples=max(1, min(settings.curvature_examples, int(rows)))
+        )
+    return settings
 
 
-def _examples(data: TrainingData) -> int:
-    return sum(len(rows) for rows in data.split_indices.values())
+def _work(
+    context: RunContext,
+    settings: PackSettings,
+    rows: Mapping[str, int],
+    flatness: FlatnessSettings | None,
+) -> dict[str, float]:
+    """One model's work in each phase: the FLOPs of its optimizer steps, of evaluating every
+    split, and of the flatness statistics; the bytes of its output."""
+    job = context.job
+    flops, _ = _flops(context, settings)
+    steps = settings.epochs * math.ceil(rows["train"] / settings.batch_size)
+    predicted = sum(rows[name] for name in job.output.predictions)
+    curvature = min(flatness.curvature_examples, rows["train"]) if flatness else 0
+    return {
+        "training": steps * 3 * flops * settings.batch_size,
+        "evaluation": sum(rows.values()) * flops,
+        "flatness": curvature * _passes(flatness) * flops if flatness else 0.0,
+        "output": predicted * _row_bytes(context.dataset.n_classes)
+        + _weight_bytes(context, settings)
+        + MODEL_ROW_BYTES,
+    }
 
 
-def _prediction_rows(data: TrainingData, splits: Sequence[str]) -> int:
-    return sum(len(data.split_indices[s]) for s in splits)
+def _flops(context: RunContext, settings: PackSettings) -> tuple[float, int]:
+    """One example's forward FLOPs (at least two per parameter), and the parameters."""
+    dataset = context.dataset
+    family = build_family(settings, dataset.example_shape, dataset.n_classes)
+    return max(family.forward_flops, 2.0 * family.n_parameters), family.n_parameters
 
 
-def _step_flops(kind: PackKind, dataset) -> float:
-    """Forward and backward FLOPs of one model's minibatch: 6 x parameters x batch for a dense
-    network, 3 x its counted forward pass for the others (convolutions reuse their weights)."""
-    family = _family(kind.settings, dataset)
-    if isinstance(family, Architecture):
-        return 6.0 * family.n_parameters * kind.settings.batch_size
-    return 3.0 * max(family.forward_flops, 2.0 * family.n_parameters) * kind.settings.batch_size
+def _passes(settings: FlatnessSettings) -> float:
+    """The flatness statistics' forward passes per curvature example: about five per
+    Hessian-vector product (trace, adaptive trace, Lanczos) and two per perturbed loss, and some
+    fifty for the rest (the gradient, Fisher trace, ascent steps, the products' set-up), as
+    measured on MLPs of 10⁴-10⁶ parameters."""
+    products = settings.trace_probes + settings.adaptive_probes + settings.eig_iterations
+    return 5.0 * products + 4.0 * settings.avg_pairs + 50.0
 
 
-def _parameters(settings: PackSettings, dataset) -> int:
-    """Parameters of one model of a pack with these settings."""
-    return _family(settings, dataset).n_parameters
+def _row_bytes(n_classes: int) -> int:
+    return 4 * n_classes + PREDICTION_ROW_OVERHEAD
 
 
-def _family(settings: PackSettings, dataset) -> Family:
-    return build_family(settings, dataset.example_shape, dataset.n_classes)
+def _weight_bytes(context: RunContext, settings: PackSettings) -> int:
+    if not context.job.output.weights:
+        return 0
+    return _flops(context, settings)[1] * DTYPES[settings.dtype].itemsize
 
 
-def _itemsize(settings: PackSettings) -> int:
-    return 8 if settings.dtype == "float64" else 4
+def _nearest(kind: Kind, timed: Mapping[Kind, dict], work: Mapping[Kind, dict]) -> Kind:
+    """The timed kind closest in FLOPs per example (one that draws dropout as this one does,
+    if any): its rates stand for this kind's."""
+    alike = [k for k in timed if k.dropout == kind.dropout] or list(timed)
+    flops = work[kind]["evaluation"]
+    return min(alike, key=lambda k: abs(math.log(work[k]["evaluation"] / flops)))
 
 
-def _makespan(pack_seconds: Sequence[float], workers: int) -> float:
+def _makespan(packs: Sequence[tuple[float, int]], workers: int) -> float:
     """Wall time when every pack, in plan order, goes to the first worker to become free (as
-    the driver deals them)."""
-    free_at = [0.0] * max(1, workers)
-    for seconds in pack_seconds:
-        heapq.heapreplace(free_at, free_at[0] + seconds)
+    the scheduler deals them): (seconds, how many) runs of packs. Past `SIMULATED_PACKS`, the
+    bound of list scheduling (the total over the workers, plus one longest pack)."""
+    workers = max(1, workers)
+    if sum(count for _, count in packs) > SIMULATED_PACKS:
+        longest = max(seconds for seconds, count in packs if count)
+        return sum(seconds * count for seconds, count in packs) / workers + longest
+    free_at = [0.0] * workers
+    for seconds, count in packs:
+        for _ in range(count):
+            heapq.heapreplace(free_at, free_at[0] + seconds)
     return max(free_at)
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:,.1f} h"
-
-
-def _bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"

@@ -13,7 +13,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from rashomon.engine.model import Architecture, ModelSpec, PackSettings, build_family
+from rashomon.engine.model import DTYPES, Architecture, ModelSpec, PackSettings, build_family
 from rashomon.jobs import HYPERPARAMETERS, ModuleRef, column_value
 
 # Measured on the reference workload (benchmarks/bench_training.py): on a CPU, packs beyond ~64
@@ -119,8 +119,29 @@ def auto_pack_size(
         width = n_features + n_classes + 3 * sum(settings.hidden)
     else:  # every layer's output (measured on MNIST-1D CNNs: packs of 8-16 beat 4 and 64)
         width = family.activation_total
-    bytes_per_model = settings.batch_size * width * (8 if settings.dtype == "float64" else 4)
+    bytes_per_model = settings.batch_size * width * DTYPES[settings.dtype].itemsize
     return max(1, min(CPU_PACK_CAP, STEP_MEMORY_BUDGET // bytes_per_model))
+
+
+def pack_size(
+    n_models: int,
+    settings: PackSettings,
+    models_per_pack: int | str,
+    n_features: int,
+    n_classes: int,
+    n_workers: int = 1,
+    on_gpu: bool = False,
+    in_shape: tuple[int, ...] | None = None,
+) -> int:
+    """The size of the packs of ``n_models`` models with these settings (the last one takes
+    the rest). With ``auto``, fine enough that every worker gets a pack; equal-sized packs keep
+    the tail of a run from waiting on one large pack."""
+    if models_per_pack == "auto":
+        cap = auto_pack_size(settings, n_features, n_classes, on_gpu, in_shape)
+        cap = min(cap, math.ceil(n_models / max(n_workers, 1)))
+    else:
+        cap = int(models_per_pack)
+    return math.ceil(n_models / math.ceil(n_models / cap))
 
 
 def plan_packs(
@@ -134,12 +155,9 @@ def plan_packs(
     in_shape: tuple[int, ...] | None = None,
     module: ModuleRef | None = None,
 ) -> list[Pack]:
-    """Packs in the order their first model appears in the job.
-
-    With ``auto``, a group of models is also split finely enough that every worker gets a pack;
-    equal-sized packs keep the tail of a run from waiting on one large pack. ``in_shape`` is one
-    example's shape (default: a table of ``n_features``), ``module`` the job's own class.
-    """
+    """Packs in the order their first model appears in the job, each of `pack_size`.
+    ``in_shape`` is one example's shape (default: a table of ``n_features``), ``module`` the
+    job's own class."""
     groups: dict[PackSettings, list[PackModel]] = {}
     per_configuration: dict[int, tuple] = {}  # the variants of one configuration share hparams
     for variant in variants:
@@ -152,13 +170,10 @@ def plan_packs(
         members.append(pack_model(variant, hparams))
     packs = []
     for settings, members in groups.items():
-        if models_per_pack == "auto":
-            cap = auto_pack_size(settings, n_features, n_classes, on_gpu, in_shape)
-            cap = min(cap, math.ceil(len(members) / max(n_workers, 1)))
-        else:
-            cap = int(models_per_pack)
-        n_packs = math.ceil(len(members) / cap)
-        size = math.ceil(len(members) / n_packs)
+        size = pack_size(
+            len(members), settings, models_per_pack, n_features, n_classes, n_workers, on_gpu,
+            in_shape,
+        )  # fmt: skip
         for start in range(0, len(members), size):
             chunk = tuple(members[start : start + size])
             packs.append(Pack(pack_id([m.model_id for m in chunk]), settings, chunk))

@@ -10,7 +10,10 @@ module's source is refused by name: its models would otherwise mix with the new 
 
 from __future__ import annotations
 
-from rashomon.engine.model import ModuleFamily, build_family
+from collections.abc import Iterator
+
+from rashomon.engine.model import ModuleFamily, PackSettings, build_family
+from rashomon.engine.run._kinds import census
 from rashomon.engine.run._plan import pack_settings
 from rashomon.engine.store import ResultsDir
 from rashomon.jobs import UserError, iter_variants
@@ -28,12 +31,7 @@ def check_models(job, dataset, results: ResultsDir | None = None) -> None:
         return
     n_train = len(dataset.indices("train"))  # a bootstrap resample has as many rows
     seen: set = set()
-    configurations: set[int] = set()
-    for variant in iter_variants(job):
-        if id(variant.hparams) in configurations:  # the variants of one configuration share it
-            continue
-        configurations.add(id(variant.hparams))
-        settings = pack_settings(variant.hparams, job.train, module)
+    for settings in _settings(job):
         last = n_train % settings.batch_size or None
         structure = (settings.family, settings.hidden, settings.activation, settings.channels,
                      settings.kernel, settings.stride, settings.pool, last)  # fmt: skip
@@ -43,6 +41,21 @@ def check_models(job, dataset, results: ResultsDir | None = None) -> None:
         family = build_family(settings, dataset.example_shape, dataset.n_classes)
         if isinstance(family, ModuleFamily):
             family.check(last)
+
+
+def _settings(job) -> Iterator[PackSettings]:
+    """The pack settings of every configuration: from the census of the population's kinds,
+    or, where that only samples them, from every configuration in turn."""
+    found = census(job)
+    if found.sampled is None:
+        yield from (kind.settings for kind in found.kinds)
+        return
+    module = job.module_reference()
+    configurations: set[int] = set()
+    for variant in iter_variants(job):
+        if id(variant.hparams) not in configurations:  # a configuration's variants share it
+            configurations.add(id(variant.hparams))
+            yield pack_settings(variant.hparams, job.train, module)
 
 
 def _refuse_edited_module(job, results: ResultsDir) -> None:

@@ -30,12 +30,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from rashomon.engine.run import _cluster
-from rashomon.engine.run._driver import FINISHED, RunSummary, _Scheduler
-from rashomon.engine.run._plan import Pack, plan_packs
-from rashomon.engine.run._preflight import check_models
-from rashomon.engine.store import FolderLock, Owner, ResultsDir
-from rashomon.jobs import UserError, cohort, prepare_job_dataset, redact
+from rashomon.engine.run._context import FINISHED, RunContext
+from rashomon.engine.run._driver import RunSummary, train
+from rashomon.engine.run._plan import Pack
+from rashomon.engine.store import Owner, ResultsDir
+from rashomon.jobs import UserError, cohort, redact
 
 IN_FLIGHT_TRIALS_PER_WORKER = 1
 DRIVER = "rashomon_driver"  # trial attribute: the driver's token; study attribute DRIVER:token
@@ -67,21 +66,14 @@ def tune_job(
         )
     if n_trials < 1:
         raise UserError(f"--trials {n_trials}: must be >= 1")
-    dataset = prepare_job_dataset(job)
-    results = ResultsDir(out_dir)
-    check_models(job, dataset, results)
-    storage = storage or _default_storage(results)
-    with results.lock(f"`rashomon tune` of job {job.name}") as lock:
-        results.claim(job, dataset)
-        return _search(job, dataset, results, lock, n_trials, storage, study_name, address,
-                       show_progress)  # fmt: skip
+    context = RunContext.for_job(job, out_dir)
+    storage = storage or _default_storage(context.results)
+    with context.writing(f"`rashomon tune` of job {job.name}"):
+        return _search(context, n_trials, storage, study_name, address, show_progress)
 
 
 def _search(
-    job,
-    dataset,
-    results: ResultsDir,
-    lock: FolderLock,
+    context: RunContext,
     n_trials: int,
     storage: str,
     study_name: str | None,
@@ -91,6 +83,7 @@ def _search(
     """The search, under the results folder's lock."""
     import optuna
 
+    job, lock = context.job, context.lock
     name = study_name or job.name
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
@@ -108,19 +101,18 @@ def _search(
     # a resumed study must not replay the first run's random draws
     study.sampler = _sampler(job.search, offset=len(study.trials))
     start = time.perf_counter()
-    summary = RunSummary(0, 0, 0, 0, 0, 0.0, results.location)
-    ray = _cluster.connect(address)
-    resources = job.resources
-    workers = _cluster.worker_count(ray, resources.cpus_per_worker, resources.gpus_per_worker)
-    search = _Search(study, job, dataset, results, workers, n_trials, driver)
-
-    def done(pack: Pack) -> None:
-        lock.check()
-        search.pack_done(pack)
-
+    summary = RunSummary(0, 0, 0, 0, 0, 0.0, context.results.location)
+    context.connect(address)
+    search = _Search(study, context, n_trials, driver)
     if search.wanted():
-        scheduler = _Scheduler(ray, job, dataset, results, workers, summary, show_progress)
-        scheduler.run(search.next_packs(), refill=search.next_packs, on_done=done)
+        train(
+            context,
+            search.next_packs(),
+            summary,
+            show_progress,
+            refill=search.next_packs,
+            on_pack=search.pack_done,
+        )
     summary.seconds = time.perf_counter() - start
     return TuneSummary(
         study_name=name,
@@ -146,11 +138,9 @@ def _default_storage(results: ResultsDir) -> str:
 class _Search:
     """Trials in flight: which packs each still waits for, and telling when a cohort is done."""
 
-    def __init__(
-        self, study, job, dataset, results: ResultsDir, workers: int, n_trials: int, driver: str
-    ):
-        self.study, self.job, self.dataset, self.results = study, job, dataset, results
-        self.workers, self.n_trials, self.driver = workers, n_trials, driver
+    def __init__(self, study, context: RunContext, n_trials: int, driver: str):
+        self.study, self.context, self.job = study, context, context.job
+        self.n_trials, self.driver = n_trials, driver
         self.waiting: dict[int, set[str]] = {}  # trial number -> unfinished pack ids
         self.trials_of: dict[str, set[int]] = {}  # pack id in flight -> trials waiting for it
         self.pack_of: dict[str, str] = {}  # model id in flight -> its pack id
@@ -169,15 +159,15 @@ class _Search:
     def next_packs(self) -> list[Pack]:
         """Ask for trials until enough are in flight to keep every worker busy."""
         packs: list[Pack] = []
-        limit = max(1, self.workers * IN_FLIGHT_TRIALS_PER_WORKER)
-        finished = self._finished_ids()
+        limit = max(1, self.context.workers * IN_FLIGHT_TRIALS_PER_WORKER)
+        finished = self.context.finished_ids()
         while self.wanted() and len(self.waiting) < limit:
             trial = self.study.ask()
             trial.set_user_attr(DRIVER, self.driver)
             params = {name: _suggest(trial, name, dist) for name, dist in self._distributions()}
             variants = cohort(self.job, params, trial=trial.number)
             trial.set_user_attr("cohort_size", len(variants))
-            trial.set_user_attr("results_dir", redact(self.results.location))
+            trial.set_user_attr("results_dir", redact(self.context.results.location))
             self.cohorts[trial.number] = (trial, [v.model_id for v in variants])
             # a configuration asked twice waits for the packs already training its models
             shared = {self.pack_of[v.model_id] for v in variants if v.model_id in self.pack_of}
@@ -187,17 +177,7 @@ class _Search:
             if not pending and not shared:
                 self._tell(trial.number)
                 continue
-            trial_packs = plan_packs(
-                pending,
-                self.job.train,
-                self.job.resources.models_per_pack,
-                self.dataset.n_features,
-                self.dataset.n_classes,
-                n_workers=self.workers,
-                on_gpu=self.job.resources.gpus_per_worker > 0,
-                in_shape=self.dataset.example_shape,
-                module=self.job.module_reference(),
-            )
+            trial_packs = self.context.plan(pending)
             self.waiting[trial.number] = shared | {p.pack_id for p in trial_packs}
             for pack in trial_packs:
                 self.pack_of |= {m.model_id: pack.pack_id for m in pack.models}
@@ -219,10 +199,11 @@ class _Search:
         import optuna
 
         trial, model_ids = self.cohorts.pop(number)
-        models = self.results.recorded_metrics(model_ids)
+        results = self.context.results
+        models = results.recorded_metrics(model_ids)
         complete = len(models) == len(model_ids) and models["status"].isin(FINISHED).all()
         objectives = self.job.search.objectives
-        values = [_objective(name, models, self.results) for name in objectives] if complete else []
+        values = [_objective(name, models, results) for name in objectives] if complete else []
         if not complete or not np.isfinite(values).all():
             self.failed += 1
             _tell(self.study, trial, state=optuna.trial.TrialState.FAIL)
@@ -231,10 +212,6 @@ class _Search:
 
     def _distributions(self):
         return self.job.search.distributions().items()
-
-    def _finished_ids(self) -> set[str]:
-        recorded = self.results.recorded_models()
-        return set(recorded.loc[recorded["status"].isin(FINISHED), "model_id"])
 
 
 def _objective(name: str, models: pd.DataFrame, results: ResultsDir) -> float:
