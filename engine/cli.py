@@ -245,6 +245,8 @@ def _run(args) -> int:
     except RunFailed as error:
         return _fail(f"error: {error}", 1)
     _say(summary.line())
+    if summary.trained or summary.failed:
+        _say(summary.timing())
     return 1 if summary.failed else 0
 
 

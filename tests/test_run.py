@@ -116,10 +116,11 @@ def test_a_different_job_is_refused_and_the_results_stay_intact(finished_run, tm
     assert before == {p: p.read_bytes() for p in out.rglob("*.parquet")}
 
 
-def test_same_job_twice_gives_bitwise_identical_predictions(finished_run, tmp_path):
+def test_same_job_twice_gives_bitwise_identical_predictions(finished_run, tmp_path, capsys):
     job, out = finished_run
     again = tmp_path / "again"
     assert main(["run", str(job), "--out", str(again), "--quiet"]) == 0
+    _says_where_the_time_went(capsys.readouterr().out)
     columns = ["model_id", "example_id", "split", "prob_0", "prob_1", "prob_2"]
     first = pd.read_parquet(out / "predictions", columns=columns)
     second = pd.read_parquet(again / "predictions", columns=columns)
@@ -127,6 +128,22 @@ def test_same_job_twice_gives_bitwise_identical_predictions(finished_run, tmp_pa
     first = first.sort_values(order).reset_index(drop=True)
     second = second.sort_values(order).reset_index(drop=True)
     pd.testing.assert_frame_equal(first, second, check_exact=True)
+
+
+def _says_where_the_time_went(output: str) -> None:
+    """The run's last line: its wall time by stage (adding up to the total), and the trainers'
+    seconds in each phase of their packs."""
+    total, stages, busy, phases = re.search(
+        r"^time: ([\d.]+) s = (.+) s; trainers \(2\) busy ([\d.]+) s: (.+) s$", output, re.M
+    ).groups()
+    stages = dict(re.fullmatch(r"(.+) ([\d.]+)", x).groups() for x in stages.split(" + "))
+    assert list(stages) == ["folder and dataset", "Ray start", "plan", "trainers and packs",
+                            "finish"]  # fmt: skip
+    assert abs(sum(map(float, stages.values())) - float(total)) <= 0.05 * len(stages)
+    phases = dict(re.fullmatch(r"(.+) ([\d.]+)", x).groups() for x in phases.split(", "))
+    assert set(phases) == {"training", "evaluation", "flatness", "output"}
+    assert abs(sum(map(float, phases.values())) - float(busy)) <= 0.05 * len(phases)
+    assert float(phases["training"]) > 0
 
 
 def test_status_counts_done_and_diverged(finished_run, capsys):
