@@ -148,7 +148,11 @@ class _Problem:
         return self.losses(params).sum()
 
     def gradient(self, params: Parameters) -> Parameters:
-        return list(grad(self.total)(params))
+        # Plain autograd rather than torch.func.grad, whose first call imports torch._dynamo
+        # (1.6 s in every trainer that measures a dense pack).
+        with torch.enable_grad():
+            leaves = [p.detach().requires_grad_() for p in params]
+            return list(torch.autograd.grad(self.total(leaves), leaves))
 
     def hessian_products(self, probes: Parameters) -> Parameters:
         """H v for a batch of probes: each tensor (P, M, ...) -> (P, M, ...)."""
