@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _data import linear_problem
 
 from rashomon.engine.model import (
     ConvNet,
@@ -41,12 +42,7 @@ def one_thread():
 
 
 def make_data(shape, n=240, classes=3, dtype=torch.float64) -> TrainingData:
-    rng = np.random.default_rng(0)
-    features = rng.standard_normal((n, int(np.prod(shape))))
-    labels = (features[:, :4] @ rng.standard_normal((4, classes))).argmax(1)
-    split = np.zeros(n, np.int8)
-    split[160:200], split[200:] = 1, 2
-    return TrainingData.from_arrays(features, labels, split, classes, dtype, shape=shape)
+    return linear_problem(0, n, int(np.prod(shape)), classes, (160, 200), 4, dtype, shape)
 
 
 def module_ref(name: str, **kwargs) -> ModuleRef:

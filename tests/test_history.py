@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from _data import linear_problem
 
 from rashomon.analysis import open_results
 from rashomon.analysis._cohorts import intrinsic_dimension
@@ -51,12 +52,7 @@ SETTINGS = PackSettings(
 
 
 def make_data(dtype=torch.float64, n=400, d=7, classes=3) -> TrainingData:
-    rng = np.random.default_rng(2)
-    features = rng.standard_normal((n, d))
-    labels = (features[:, :3] @ rng.standard_normal((3, classes))).argmax(1)
-    split = np.zeros(n, np.int8)
-    split[250:330], split[330:] = 1, 2
-    return TrainingData.from_arrays(features, labels, split, classes, dtype)
+    return linear_problem(2, n, d, classes, (250, 330), dtype=dtype)
 
 
 def reference_history(settings: PackSettings, model: ModelSpec, data: TrainingData) -> dict:

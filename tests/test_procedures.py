@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _data import linear_problem
 
 from rashomon.engine.model import (
     ModelSpec,
@@ -47,12 +48,7 @@ VARIANTS = {  # (sam_normalize, sam_adaptive)
 
 
 def make_data(dtype=torch.float64, n=400, d=7, classes=3) -> TrainingData:
-    rng = np.random.default_rng(1)
-    features = rng.standard_normal((n, d))
-    labels = (features[:, :3] @ rng.standard_normal((3, classes))).argmax(1)
-    split = np.zeros(n, np.int8)
-    split[240:320], split[320:] = 1, 2
-    return TrainingData.from_arrays(features, labels, split, classes, dtype)
+    return linear_problem(1, n, d, classes, (240, 320), dtype=dtype)
 
 
 def sam_model(variant: str, rho: float = 0.05, **changes) -> ModelSpec:

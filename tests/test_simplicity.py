@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from _data import linear_problem
 
 from rashomon.engine.model import (
     ConvNet,
@@ -48,12 +49,7 @@ def test_effective_rank_of_hand_computed_matrices():
 
 
 def make_data(shape=(1, 8), n=300, classes=3) -> TrainingData:
-    rng = np.random.default_rng(3)
-    features = rng.standard_normal((n, math.prod(shape)))
-    labels = (features[:, :3] @ rng.standard_normal((3, classes))).argmax(1)
-    split = np.zeros(n, np.int8)
-    split[200:250], split[250:] = 1, 2
-    return TrainingData.from_arrays(features, labels, split, classes, torch.float64, shape=shape)
+    return linear_problem(3, n, math.prod(shape), classes, (200, 250), shape=shape)
 
 
 BASE = PackSettings(

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from _data import linear_problem
 
 from rashomon.engine.cli import main
 from rashomon.engine.model import (
@@ -41,12 +42,7 @@ SETTINGS = PackSettings(
 
 
 def make_data(dtype=torch.float64, n=500, d=7, classes=3) -> TrainingData:
-    rng = np.random.default_rng(0)
-    features = rng.standard_normal((n, d))
-    labels = (features[:, :3] @ rng.standard_normal((3, classes))).argmax(1)
-    split = np.zeros(n, np.int8)
-    split[300:400], split[400:] = 1, 2
-    return TrainingData.from_arrays(features, labels, split, classes, dtype)
+    return linear_problem(0, n, d, classes, (300, 400), dtype=dtype)
 
 
 def population(n: int) -> list[ModelSpec]:
