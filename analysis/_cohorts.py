@@ -121,11 +121,11 @@ class CohortAnalysis:
                 measure: {"mean": row["mean"], "low": row["low"], "high": row["high"]}
             }
         return {
-            "by": self.by,
+            "column": self.by,
             "n_models": sum(len(a.rashomon_set.pool_model_ids) for a in self.cohorts.values()),
             "n_pending": self.n_pending,
             **{key: first[key] for key in ("epsilon", "metric", "relative", "split", "n_examples")},
-            "cohorts": {
+            "by": {
                 label: {k: v for k, v in analysis.to_dict().items() if k != "n_pending"}
                 for label, analysis in self.cohorts.items()
             },

@@ -144,7 +144,7 @@ def test_analysis_is_what_the_command_prints(notebook):
         done = rashomon("analyze", "results/mine", "--json", "--epsilon", "0.05", *extra, cwd=root)
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout) == data[key], key
-    assert set(data["by"]["cohorts"]) == {"0.03", "0.1"}
+    assert set(data["by"]["by"]) == {"0.03", "0.1"}
 
 
 @pytest.mark.slow  # a command in a child process, with a Ray of its own

@@ -117,7 +117,7 @@ def test_a_cohort_is_analysed_exactly_as_a_folder_of_its_models_alone(by_optimiz
         alone = write_results(tmp_path / name, ids)
         expected = rashomon.analyze(alone, epsilon=0.01).to_dict()
         del expected["n_pending"]
-        cohort = by_optimizer.to_dict()["cohorts"][name]
+        cohort = by_optimizer.to_dict()["by"][name]
         shares = cohort.pop("source_decomposition")
         expected_shares = expected.pop("source_decomposition")
         assert cohort == expected, name
@@ -143,9 +143,9 @@ def test_json_of_the_command_is_the_api_object(folder, by_optimizer, capsys):
     assert main(["analyze", str(folder), "--by", "hp_optimizer", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed == json.loads(json.dumps(by_optimizer.to_dict()))
-    assert printed["by"] == "hp_optimizer" and printed["n_models"] == 9
+    assert printed["column"] == "hp_optimizer" and printed["n_models"] == 9
     assert printed["equal_size"] == 2 and printed["equal_size_draws"] == 30
-    assert set(printed["cohorts"]) == {"adam", "sgd", "sgdm"}
+    assert set(printed["by"]) == {"adam", "sgd", "sgdm"}
 
 
 def test_reading_in_chunks_changes_no_cohort(folder, by_optimizer):
@@ -174,7 +174,7 @@ def test_one_value_is_the_whole_population(folder):
     one = rashomon.analyze(folder, epsilon=0.5, by="data_seed")
     assert list(one.cohorts) == ["0"] and one.equal_size == whole["rashomon_set_size"]
     del whole["n_pending"]
-    assert one.to_dict()["cohorts"]["0"] == whole
+    assert one.to_dict()["by"]["0"] == whole
 
 
 def test_an_unknown_column_exits_2_in_one_line_naming_the_columns(folder, capsys):
