@@ -114,3 +114,11 @@ class FunctionalHead(nn.Module):
 
     def forward(self, x):
         return torch.tanh(self.body(x.flatten(1))) @ self.out
+
+
+class SpareLayerNet(LayerNormNet):
+    """A LayerNormNet with a layer its forward never uses (left over from an experiment)."""
+
+    def __init__(self, in_shape, n_classes, width=8):
+        super().__init__(in_shape, n_classes, width)
+        self.spare = nn.Linear(width, width)

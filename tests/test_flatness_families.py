@@ -169,3 +169,16 @@ def test_a_model_has_the_same_statistics_in_its_pack_as_alone(measured):
         )
         for name in FLATNESS_COLUMNS:
             assert alone[name][0] == pytest.approx(stats[name][m], rel=1e-9, abs=1e-13), name
+
+
+def test_a_parameter_the_loss_does_not_use_has_zero_gradient_not_an_error():
+    _, sha256 = locate_module("_nets", [NETS])
+    module = ModuleRef("_nets:SpareLayerNet", '{"width":3}', sha256, (str(NETS),))
+    family = build_family(dataclasses.replace(CNN, family="module", module=module), SHAPE, 3)
+    initial, buffers = family.init(range(2), torch.float64, "cpu")
+    gen = torch.Generator().manual_seed(1)
+    inputs = torch.randn(20, 6, generator=gen, dtype=torch.float64)
+    labels = (inputs[:, 0] > 0).long()
+    stats = flatness_statistics(family, initial, initial, inputs, labels, settings(), buffers)
+    assert np.isfinite(np.asarray(stats["grad_norm"])).all()
+    assert (np.asarray(stats["grad_norm"]) > 0).all()

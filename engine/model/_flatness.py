@@ -152,7 +152,9 @@ class _Problem:
         # (1.6 s in every trainer that measures a dense pack).
         with torch.enable_grad():
             leaves = [p.detach().requires_grad_() for p in params]
-            return list(torch.autograd.grad(self.total(leaves), leaves))
+            grads = torch.autograd.grad(self.total(leaves), leaves, allow_unused=True)
+        # a parameter the loss does not use (a user's spare layer) has gradient 0, as in torch.func
+        return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
 
     def hessian_products(self, probes: Parameters) -> Parameters:
         """H v for a batch of probes: each tensor (P, M, ...) -> (P, M, ...)."""
